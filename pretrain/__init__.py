@@ -1,0 +1,1 @@
+"""The TIPSv2 training and distillation recipe (installed as ``tipsv2_sdk.pretrain``)."""

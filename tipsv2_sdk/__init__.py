@@ -1,0 +1,51 @@
+"""tipsv2-sdk: embed, index, search, connect and train Google DeepMind's TIPSv2 encoders.
+
+    import tipsv2_sdk as tips
+    model = tips.load("tipsv2-tiny")
+    emb = model.encode_images(["cat.jpg"])
+    txt = model.encode_texts(["a photo of a cat"])
+
+Attributes are imported on first use so ``import tipsv2_sdk`` (and ``tipsv2 --help``) stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load": "loading",
+    "load_directory": "loading",
+    "cache_dir": "loading",
+    "list_models": "registry",
+    "get_spec": "registry",
+    "make_config": "registry",
+    "ModelSpec": "registry",
+    "TipsV2": "model",
+    "ImageEmbeddings": "embeddings",
+    "SkippedImage": "embeddings",
+    "TipsTokenizer": "tokenizer",
+    "Tipsv2PilImageProcessor": "image_processor",
+    "ImageLoadError": "errors",
+    "UnknownModelError": "errors",
+    "CheckpointError": "errors",
+    "TipsV2Error": "errors",
+    "convert_official": "convert",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tipsv2_sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)
