@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .errors import UnknownModelError
+from .hf_utils import quiet_transformers
 from .model import SDK_CONFIG_FILE, TipsV2
 from .registry import ModelSpec, get_spec, list_models
 from .tokenizer import TOKENIZER_FILE, TipsTokenizer
@@ -50,7 +51,8 @@ def load_directory(directory: str | os.PathLike, device: str | torch.device = "c
             f"{directory} holds a {model_type!r} config, not a transformers-native TIPSv2 model; "
             "convert official checkpoints with `tipsv2 convert`"
         )
-    hf_model = Tipsv2Model.from_pretrained(directory, dtype=_parse_dtype(dtype) or torch.float32)
+    with quiet_transformers():
+        hf_model = Tipsv2Model.from_pretrained(directory, dtype=_parse_dtype(dtype) or torch.float32)
     hf_model.to(device)
     tokenizer = TipsTokenizer.from_pretrained(directory) if (directory / TOKENIZER_FILE).is_file() else None
     meta_path = directory / SDK_CONFIG_FILE

@@ -276,11 +276,12 @@ class TipsV2:
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
         """Write an HF-format directory that ``tips.load`` and ``AutoModel.from_pretrained`` read."""
+        from .hf_utils import quiet_transformers
         from .io import atomic_directory
 
         out_dir = Path(out_dir)
-        with atomic_directory(out_dir) as tmp:
-            self.hf_model.save_pretrained(tmp, safe_serialization=True)
+        with atomic_directory(out_dir) as tmp, quiet_transformers():
+            self.hf_model.save_pretrained(tmp)
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             self.image_processor().save_pretrained(tmp)
