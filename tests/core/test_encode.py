@@ -147,3 +147,12 @@ def test_registry_name_found_in_cache(monkeypatch, tiny_model_dir, tmp_path):
     monkeypatch.setenv("TIPSV2_HOME", str(tmp_path))
     model = tips.load("tipsv2-l14")
     assert model.name == "tipsv2-l14" and model.source.startswith("cache:")
+
+
+def test_length_sorted_batches_equal_full_padding(tiny_model):
+    texts = ["a", "two blue squares next to a large red circle on a striped background", "red circle", "x y z"]
+    fast = tiny_model.encode_texts(texts, batch_size=2)
+    tokens = tiny_model.tokenize(texts)  # padded to the full 64 tokens
+    with torch.no_grad():
+        full = torch.nn.functional.normalize(tiny_model.text_features(**tokens), dim=-1).numpy()
+    np.testing.assert_allclose(fast, full, atol=1e-5)
