@@ -1,0 +1,40 @@
+"""The miniature-reproduction evaluation protocol: metric functions and an end-to-end run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tipsv2_sdk.pretrain.evaluate import confusion_miou, evaluate_shapes, knn_accuracy, recall_at_1
+
+
+def test_recall_at_1_by_hand():
+    keys = np.eye(3, dtype=np.float32)
+    queries = np.array([[1, 0, 0], [0, 0, 1], [0, 0, 1]], np.float32)  # rows 0 and 2 correct
+    assert recall_at_1(queries, keys) == pytest.approx(2 / 3)
+
+
+def test_knn_accuracy_by_hand():
+    train = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    labels = np.array([1, 1, 2, 2])
+    test = np.array([[1, 0.05], [0.05, 1]], np.float32)
+    assert knn_accuracy(train, labels, test, np.array([1, 2]), k=2) == 1.0
+    assert knn_accuracy(train, labels, test, np.array([2, 1]), k=2) == 0.0
+
+
+def test_confusion_miou_by_hand():
+    target = np.array([[0, 0, 1, 1]])
+    pred = np.array([[0, 1, 1, 1]])
+    miou, acc, conf = confusion_miou(pred, target, num_classes=3)
+    # class 0: inter 1, union 2 -> 0.5; class 1: inter 2, union 3 -> 2/3; class 2 absent -> ignored
+    assert miou == pytest.approx((0.5 + 2 / 3) / 2)
+    assert acc == pytest.approx(0.75)
+    assert conf.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+
+
+def test_evaluate_shapes_runs_on_a_random_model(tiny_model):
+    pytest.importorskip("tipsv2_sdk.segmentation")
+    result = evaluate_shapes(tiny_model, n_val=12, n_train=24, size=56)
+    data = result.to_dict()
+    for key in ("seg_miou", "t2i_r1_long_cls2", "i2t_r1_long_cls2", "t2i_r1_alt_cls1", "knn_acc_cls1"):
+        assert 0.0 <= data[key] <= 1.0
+    assert data["chance_r1"] == pytest.approx(1 / 12)
