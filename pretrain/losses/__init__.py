@@ -1,0 +1,7 @@
+"""The TIPSv2 training losses, one per file (formula in each class docstring)."""
+from .contrastive import ContrastiveLoss
+from .dino import DINOLoss
+from .ibot import IBOTPatchLoss
+from .koleo import KoLeoLoss
+
+__all__ = ["ContrastiveLoss", "DINOLoss", "IBOTPatchLoss", "KoLeoLoss"]
