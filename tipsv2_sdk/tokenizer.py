@@ -18,6 +18,13 @@ import numpy as np
 
 TOKENIZER_FILE = "tokenizer.model"
 PAD_ID = 0
+# The reference lowercases with tf.strings.lower, which maps ASCII letters only ("ÉCOLE" -> "École").
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """Lowercase ASCII letters only, exactly as the reference tokenizer does."""
+    return text.translate(_ASCII_LOWER)
 
 
 class TipsTokenizer:
@@ -45,7 +52,7 @@ class TipsTokenizer:
         for row, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text #{row} is {type(text).__name__}, not str")
-            pieces = self._sp.encode(text.lower())[:length]
+            pieces = self._sp.encode(ascii_lower(text))[:length]
             ids[row, : len(pieces)] = pieces
         # Padding is id 0 and SentencePiece never emits 0 for real text when pad_id=0.
         mask = (ids != PAD_ID).astype(np.int64)
