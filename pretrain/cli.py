@@ -1,0 +1,114 @@
+"""``tipsv2 pretrain``: train, count training parameters, run the ablation ladder.
+
+``tipsv2 pretrain --config CFG [key=value ...]`` is short for ``tipsv2 pretrain train ...``.
+"""
+from __future__ import annotations
+
+import click
+
+from ..cli.common import UserError, echo_json, info, user_errors
+
+
+class DefaultGroup(click.Group):
+    """A group that runs ``train`` when the first argument is not a subcommand."""
+
+    default_command = "train"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = [self.default_command, *args]
+        elif not args:
+            args = [self.default_command]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def pretrain() -> None:
+    """Train TIPSv2 models (default command: train)."""
+
+
+def _load(config_path, overrides):
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(config_path, list(overrides))
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+@pretrain.command("train")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="YAML config (see pretrain/configs/); omitted = all defaults.")
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of this run.")
+@click.option("--resume-from", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Continue from this checkpoint directory.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config as JSON and exit.")
+@click.argument("overrides", nargs=-1)
+@user_errors
+def train_command(config_path, resume, resume_from, print_config, overrides) -> None:
+    """Train with CONFIG and dotted KEY=VALUE overrides (e.g. optim.lr=3e-4 schedule.steps=200)."""
+    from .config import ConfigError
+
+    cfg = _load(config_path, overrides)
+    if print_config:
+        echo_json(cfg.to_dict())
+        return
+    from .trainer import train
+
+    try:
+        result = train(cfg, resume=resume_from or resume)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    if result.export_dir is not None:
+        state = "stopped at the time budget" if result.stopped_early else "finished"
+        info(f"{state} after {result.steps} steps ({result.elapsed_s / 60:.1f} min); model: {result.export_dir}")
+        echo_json({"steps": result.steps, "export_dir": str(result.export_dir), "elapsed_s": result.elapsed_s,
+                   "stopped_early": result.stopped_early, "bad_images": result.bad_images,
+                   "metrics_file": str(result.metrics_file), "final": result.last})
+
+
+@pretrain.command("params")
+@click.option("--variant", default="tipsv2-b14", show_default=True, help="Registry name to count.")
+@click.option("--prototypes", type=int, default=65536, show_default=True, help="Prototypes per head.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def params_command(variant, prototypes, as_json) -> None:
+    """Parameters held for training with head-only vs full EMA (counted on the meta device)."""
+    from ..registry import get_spec
+    from .params import training_parameter_counts
+
+    get_spec(variant)  # unknown names -> one-line error
+    counts = training_parameter_counts(variant, prototypes=prototypes)
+    if as_json:
+        echo_json(counts)
+        return
+    click.echo(f"{variant}: full EMA {counts['full_ema']:,} / head-only EMA {counts['head_ema']:,} parameters "
+               f"-> {100 * counts['reduction']:.1f}% fewer")
+    click.echo(f"counted: {counts['counted']}")
+
+
+@pretrain.command("ablate")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/ablation", show_default=True,
+              help="Directory for the runs and results.json.")
+@click.option("--docs", "docs_file", type=click.Path(dir_okay=False), default=None,
+              help="Markdown file receiving the table and plot (default: <out>/ablation.md).")
+@click.option("--steps", type=int, default=None, help="Optimizer steps per rung (default: the ladder's).")
+@click.option("--minutes", type=float, default=None, help="Wall-clock budget per rung instead of/besides steps.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Seeds per rung.")
+@click.option("--smoke", is_flag=True, help="Seconds-long version with tiny sizes (for CI).")
+@click.argument("overrides", nargs=-1)
+@user_errors
+def ablate_command(out_dir, docs_file, steps, minutes, seeds, smoke, overrides) -> None:
+    """Train the TIPS -> TIPSv2 ladder (+ distillation) with a fixed budget each and tabulate."""
+    from .ablate import run_ladder
+    from .config import ConfigError
+
+    try:
+        results = run_ladder(out_dir, docs_file=docs_file, steps=steps, minutes=minutes, seeds=seeds, smoke=smoke,
+                             overrides=list(overrides))
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    echo_json(results)
+
+
+__all__ = ["pretrain"]
