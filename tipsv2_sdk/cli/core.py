@@ -73,11 +73,20 @@ def info(model_name: str | None, list_all: bool, as_json: bool, device: str) -> 
 @click.option("--text", "text_npz", type=click.Path(dir_okay=False, path_type=Path), help="Official text .npz.")
 @click.option("--tokenizer", "tokenizer_model", type=click.Path(dir_okay=False, path_type=Path),
               help="SentencePiece tokenizer.model.")
-@click.option("--variant", required=True, help="Registry name of the architecture, e.g. tipsv2-b14.")
+@click.option("--variant", required=True,
+              help="Registry name of the architecture, e.g. tipsv2-b14 (TIPSv2) or tips-b14 (TIPS v1).")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @user_errors
 def convert(out_dir: Path, vision_npz: Path | None, text_npz: Path | None, tokenizer_model: Path | None,
-            variant: str) -> None:
-    """Convert official TIPS/TIPSv2 .npz checkpoints into an HF-format directory."""
+            variant: str, as_json: bool) -> None:
+    """Convert official TIPS/TIPSv2 .npz checkpoints into an HF-format directory.
+
+    Every key and shape is checked against the variant before anything is written. Either
+    checkpoint may be left out; the missing tower is then randomly initialised and recorded as
+    such in OUT_DIR/tipsv2_sdk.json. The text tower needs --tokenizer.
+    """
+    import json
+
     from ..convert import convert_official
 
     if vision_npz is None and text_npz is None:
@@ -86,4 +95,10 @@ def convert(out_dir: Path, vision_npz: Path | None, text_npz: Path | None, token
         if path is not None and not path.is_file():
             raise UserError(f"{label}: no such file: {path}")
     out = convert_official(vision_npz, text_npz, tokenizer_model, out_dir, variant=variant)
-    click.echo(f"wrote {out}")
+    meta = json.loads((out / "tipsv2_sdk.json").read_text())
+    if as_json:
+        echo_json({"out_dir": str(out), **meta})
+        return
+    towers = " + ".join(t for t in ("vision", "text") if meta["converted_from"][t])
+    random = f"; random {' + '.join(meta['random_towers'])} tower" if meta["random_towers"] else ""
+    click.echo(f"wrote {out} ({meta['variant']}, TIPS v{meta['version']}: {towers}{random})")

@@ -122,8 +122,8 @@ def sibling_name(spec: ModelSpec, version: int) -> str:
 
 def check_vision_variant(layout: VisionLayout, spec: ModelSpec, expected_mlp_hidden: int, source: str) -> int:
     """Refuse a vision checkpoint that does not fit ``spec``; return its detected TIPS version."""
-    version = detect_version(layout, spec)
-    label = "TIPSv2" if version == 2 else "TIPS v1"
+    grids = version_grids(spec)
+    version = next((v for v, g in grids.items() if g == layout.grid), None)
     problems = []
     if layout.width != spec.width:
         problems.append(f"width {layout.width} (variant: {spec.width})")
@@ -134,12 +134,16 @@ def check_vision_variant(layout: VisionLayout, spec: ModelSpec, expected_mlp_hid
         problems.append(f"{kinds[layout.swiglu]} (variant: {kinds[spec.swiglu]})")
     elif layout.mlp_hidden != expected_mlp_hidden:
         problems.append(f"MLP hidden size {layout.mlp_hidden} (variant: {expected_mlp_hidden})")
+    if version is None:
+        problems.append(f"a {layout.grid}x{layout.grid} position grid (variant: {grids[2]}x{grids[2]} for TIPSv2, "
+                        f"{grids[1]}x{grids[1]} for TIPS v1)")
     if problems:
+        hint = _suggest(layout.width, layout.depth, layout.swiglu, version) if version is not None else ""
         raise CheckpointError(
-            f"vision checkpoint {source} does not match --variant {spec.name}: it has {', '.join(problems)}"
-            + _suggest(layout.width, layout.depth, layout.swiglu, version)
+            f"vision checkpoint {source} does not match --variant {spec.name}: it has {', '.join(problems)}{hint}"
         )
     if version != spec.version:
+        label = "TIPSv2" if version == 2 else "TIPS v1"
         raise CheckpointError(
             f"vision checkpoint {source} is a {label} checkpoint ({layout.grid}x{layout.grid} position grid) but "
             f"--variant {spec.name} is TIPS v{spec.version}; use --variant {sibling_name(spec, version)}"
