@@ -36,15 +36,14 @@ def ema_update_tensors(teacher: list[torch.Tensor], student: list[torch.Tensor],
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float, skip_prefix: str | None = None) -> None:
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float, skip: tuple[str, ...] = ()) -> None:
     r"""EMA of ``student``'s parameters into ``teacher`` (matched by name); buffers are copied.
 
-    ``skip_prefix``: student parameters whose name starts with it have no teacher counterpart
-    (e.g. a distillation student's input projection).
+    ``skip``: names of student sub-modules without a teacher counterpart (e.g. ``"in_proj"``, a
+    distillation student's input projection); their parameters are left out.
     """
     t_params = dict(teacher.named_parameters())
-    s_params = {n: p for n, p in student.named_parameters()
-                if skip_prefix is None or not n.startswith(skip_prefix)}
+    s_params = {n: p for n, p in student.named_parameters() if not set(n.split(".")) & set(skip)}
     if t_params.keys() != s_params.keys():
         missing = sorted(set(t_params) ^ set(s_params))[:5]
         raise ValueError(f"teacher and student modules have different parameters (e.g. {missing})")
