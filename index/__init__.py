@@ -1,1 +1,59 @@
-"""FAISS global and patch-level indexes over TIPSv2 embeddings (installed as ``tipsv2_sdk.index``)."""
+"""FAISS global and patch-level indexes over TIPSv2 embeddings (installed as ``tipsv2_sdk.index``).
+
+    from tipsv2_sdk.index import GlobalIndex, PatchIndex, merge_indexes
+
+Names are imported on first use, so importing this package does not import faiss.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "GlobalIndex": "global_index",
+    "SearchResult": "global_index",
+    "PatchIndex": "patch_index",
+    "RegionHit": "patch_index",
+    "box_to_cells": "patch_index",
+    "pack_ids": "patch_index",
+    "unpack_ids": "patch_index",
+    "pool_patches": "patch_index",
+    "ID_SHIFT": "patch_index",
+    "IndexManifest": "manifest",
+    "read_manifest": "manifest",
+    "check_model": "manifest",
+    "config_hash": "manifest",
+    "model_identity": "manifest",
+    "IndexChoice": "factory",
+    "choose_factory": "factory",
+    "describe_factory": "factory",
+    "DEFAULT_MEMORY_BUDGET": "factory",
+    "maxsim": "maxsim",
+    "maxsim_exhaustive": "maxsim",
+    "merge_indexes": "merge",
+    "open_index": "merge",
+    "gpu_available": "gpu",
+    "IndexMismatchError": "errors",
+    "IndexNotFoundError": "errors",
+    "IndexExistsError": "errors",
+    "IndexFormatError": "errors",
+    "UnknownIdError": "errors",
+    "DuplicateIdError": "errors",
+    "BoxError": "errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tipsv2_sdk.index' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,195 @@
+"""Combine index shards built on separate machines into one index.
+
+Shards must come from the same model and settings and hold disjoint ids; a sharded build gets
+that by deriving ids from the position of each input in the global, sorted input list, so every
+split of the input gives the same ids.
+
+Two strategies:
+
+* ``"invlists"``: every shard is an IVF index trained from the same template (identical
+  ``trained-*.faiss``). Their inverted lists are concatenated, in RAM or into one ``.ivfdata``
+  file (``on_disk=True``, FAISS ``OnDiskInvertedLists``); nothing is re-encoded.
+* ``"rebuild"``: the stored vectors are combined and the FAISS index is built again, exactly as
+  an index built in one go would be (ascending-id add order, id-determined training sample).
+  Flat and HNSW indexes are always merged this way.
+
+``"auto"`` uses inverted lists when the shards allow it, and rebuilds otherwise. Either way the
+merged index answers as one built in one go from the same vectors, ids and settings.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .base import BaseIndex
+from .errors import DuplicateIdError, IndexMismatchError
+from .faiss_io import deserialize, faiss_module, ivf_of, fsync_file, read_index, stdout_to_stderr
+from .global_index import GlobalIndex
+from .manifest import IndexManifest, read_manifest
+from .patch_index import PatchIndex
+from .store import VectorStore
+
+_SAME_FIELDS = ("type", "kind", "dim", "model_name", "config_hash", "dtype", "metric", "normalization")
+
+
+def open_index(path: str | os.PathLike, **kwargs) -> GlobalIndex | PatchIndex:
+    """Open a global or patch index, whichever ``path`` holds."""
+    manifest = read_manifest(path)
+    cls = PatchIndex if manifest.type == "patch" else GlobalIndex
+    return cls.open(path, **kwargs)
+
+
+def _check_compatible(shards: Sequence[Path], manifests: Sequence[IndexManifest]) -> None:
+    first = manifests[0]
+    for path, m in zip(shards[1:], manifests[1:]):
+        for name in _SAME_FIELDS:
+            if getattr(m, name) != getattr(first, name):
+                raise IndexMismatchError(
+                    f"shard {path} has {name}={getattr(m, name)!r} but shard {shards[0]} has {getattr(first, name)!r}"
+                )
+        if first.type == "patch":
+            for key in ("grid", "source_grid", "pooling", "pq"):
+                if m.patch.get(key) != first.patch.get(key):
+                    raise IndexMismatchError(
+                        f"shard {path} has patch {key}={m.patch.get(key)!r} but shard {shards[0]} has {first.patch.get(key)!r}"
+                    )
+
+
+def _check_disjoint(shards: Sequence[Path], opened: Sequence[BaseIndex]) -> None:
+    owner_of_id: dict[int, int] = {}
+    owner_of_path: dict[str, int] = {}
+    for k, index in enumerate(opened):
+        for row in index.store.live_rows().tolist():
+            rec = index.store.record(row)
+            other = owner_of_id.setdefault(rec["id"], k)
+            if other != k:
+                raise DuplicateIdError(f"id {rec['id']} is in both shard {shards[other]} and shard {shards[k]}")
+            if rec["path"] is not None:
+                other = owner_of_path.setdefault(rec["path"], k)
+                if other != k:
+                    raise DuplicateIdError(f"path {rec['path']!r} is in both shard {shards[other]} and shard {shards[k]}")
+
+
+def _can_merge_lists(manifests: Sequence[IndexManifest], opened: Sequence[BaseIndex]) -> bool:
+    trained = {m.files.get("trained") for m in manifests}
+    if len(trained) != 1 or None in trained or any(m.factory_auto for m in manifests):
+        return False
+    return all(ix._index is not None and not ix._stale and ivf_of(ix._index) is not None for ix in opened)
+
+
+def merge_indexes(
+    out_dir: str | os.PathLike,
+    shard_dirs: Sequence[str | os.PathLike],
+    *,
+    strategy: str = "auto",
+    on_disk: bool = False,
+    factory: str | None = None,
+    overwrite: bool = False,
+) -> GlobalIndex | PatchIndex:
+    """Merge saved shard indexes into a new index at ``out_dir`` and save it.
+
+    Args:
+        strategy: ``"auto"``, ``"invlists"`` (IVF shards sharing one template) or ``"rebuild"``.
+        on_disk: with inverted lists, write them to one memory-mapped ``.ivfdata`` file.
+        factory: for ``"rebuild"``, the FAISS factory of the result (default: the shards' common
+            explicit factory, else the automatic choice for the merged size).
+        overwrite: replace an index already at ``out_dir``.
+    """
+    if strategy not in ("auto", "invlists", "rebuild"):
+        raise ValueError(f"strategy must be 'auto', 'invlists' or 'rebuild', not {strategy!r}")
+    shards = [Path(p) for p in shard_dirs]
+    if not shards:
+        raise ValueError("merge_indexes needs at least one shard")
+    out = Path(out_dir)
+    if any(s.resolve() == out.resolve() for s in shards):
+        raise ValueError(f"the output {out} is also one of the shards")
+    manifests = [read_manifest(s) for s in shards]
+    _check_compatible(shards, manifests)
+    opened = [open_index(s) for s in shards]
+    _check_disjoint(shards, opened)
+    lists = _can_merge_lists(manifests, opened)
+    if strategy == "invlists" and not lists:
+        raise IndexMismatchError("inverted lists can only be merged for IVF shards built from one template (create(..., template=...))")
+    use_lists = lists and strategy != "rebuild"
+
+    first = manifests[0]
+    common = {m.factory for m in manifests}
+    if factory is None and len(common) == 1 and not any(m.factory_auto for m in manifests):
+        factory = first.factory
+    merged = _empty_like(out, first, factory if not use_lists else None, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    gen = int(merged.manifest.files.get("gen", 0)) + 1
+    segments = []
+    for k, index in enumerate(opened):
+        segments += index.store.copy_live_to(out, f"{gen:06d}-m{k:04d}")
+    merged.store = VectorStore.load(out, {"segments": segments}, merged.store.row_shape, first.dtype)
+    merged.manifest.next_id = max([m.next_id for m in manifests] + [int(merged.store.ids().max(initial=-1)) + 1])
+    merged.manifest.files["gen"] = gen  # the segments above belong to this generation
+    if use_lists:
+        _merge_lists(merged, shards, manifests, opened, out, gen + 1, on_disk)
+    else:
+        merged.build(factory)
+    merged.save()
+    return merged
+
+
+def _empty_like(out: Path, m: IndexManifest, factory: str | None, overwrite: bool) -> GlobalIndex | PatchIndex:
+    common = dict(model_name=m.model_name, config_hash=m.config_hash, dim=m.dim, dtype=m.dtype,
+                  factory=factory, memory_budget=m.memory_budget, overwrite=overwrite)
+    if m.type == "patch":
+        p = m.patch
+        return PatchIndex.create(out, grid=tuple(p["source_grid"]), pooling=tuple(p["pooling"]), pq=p.get("pq"), **common)
+    return GlobalIndex.create(out, kind=m.kind, **common)
+
+
+def _merge_lists(merged, shards, manifests, opened, out: Path, gen: int, on_disk: bool) -> None:
+    """Concatenate the shards' inverted lists into an empty copy of their shared trained index."""
+    faiss = faiss_module()
+    first = manifests[0]
+    trained = (shards[0] / first.files["trained"]).read_bytes()
+    index = deserialize(trained)
+    target = ivf_of(index)
+    if on_disk:
+        name = f"index-{gen:06d}.ivfdata"
+        sources = []
+        for shard, m in zip(shards, manifests):
+            # Memory-mapped reads: the shards' lists never have to fit in RAM together.
+            on_disk_shard = bool(m.files.get("ivfdata"))
+            shard_index = read_index(shard / m.files["index"], on_disk=on_disk_shard, mmap=not on_disk_shard)
+            sources.append((shard_index, ivf_of(shard_index).invlists))  # keep the index alive
+        with stdout_to_stderr():
+            invlists = faiss.OnDiskInvertedLists(target.nlist, target.code_size, str(out / name))
+        vector = faiss.InvertedListsPtrVector()
+        for _, lists in sources:
+            vector.push_back(lists)
+        with stdout_to_stderr():
+            ntotal = invlists.merge_from_multiple(vector.data(), vector.size(), False)
+        target.replace_invlists(invlists, True)
+        invlists.this.disown()
+        fsync_file(out / name)  # durable before the manifest that refers to it is committed
+        merged._ivfdata = name
+    else:
+        for shard_index in (ix._index for ix in opened):
+            target.merge_from(ivf_of(shard_index), 0)
+        ntotal = target.ntotal
+    index.ntotal = target.ntotal = ntotal
+    merged._index = index
+    merged._stale = False
+    merged._index_changed = True
+    merged._trained = trained
+    merged._trained_changed = True
+    merged.manifest.factory = first.factory
+    merged.manifest.factory_auto = False
+    merged.manifest.choice = dict(first.choice)
+    merged.manifest.search_params = dict(first.search_params)
+    merged.manifest.built_count = len(merged.store)
+    n = len(merged.store) * merged.vectors_per_row
+    per_vector = merged.manifest.choice.get("bytes_per_vector")
+    if per_vector:
+        merged.manifest.choice["memory_bytes"] = int(per_vector * n)
+
+
+__all__ = ["merge_indexes", "open_index"]
