@@ -101,43 +101,56 @@ def test_missing_temperature_keeps_the_config_default(tmp_path):
 
 # ---------------------------------------------------------------------- layout and variant checks
 def test_v1_and_v2_are_told_apart_by_the_position_grid():
-    for name, version, grid in (("tipsv2-b14", 2, 8), ("tips-b14", 1, 4)):
+    # 8x8 here stands for 32x32 (TIPSv2, or a TIPS v1 high-res export), 4x4 for 16x16 (TIPS v1 only).
+    for name, versions, grid in (("tipsv2-b14", {1, 2}, 8), ("tips-b14", {1}, 4)):
         with NpzCheckpoint(vision(name), "vision") as ckpt:
             layout = read_vision_layout(ckpt)
         assert layout.grid == grid and layout.width == 32 and layout.depth == 2 and not layout.swiglu
         for spec_name in ("tipsv2-b14", "tips-b14"):  # whichever version the variant names
-            assert detect_version(layout, parity_spec(spec_name)) == version
+            assert detect_version(layout, parity_spec(spec_name)) == versions
 
 
-def test_real_registry_grids_are_32_for_v2_and_16_for_v1():
+def test_real_registry_grids_are_32_and_16():
     from tipsv2_sdk.convert.layout import version_grids
 
-    assert version_grids(get_spec("tipsv2-l14")) == {2: 32, 1: 16}
-    assert version_grids(get_spec("tips-l14")) == {2: 32, 1: 16}
+    assert version_grids(get_spec("tipsv2-l14")) == {"full": 32, "low": 16}
+    assert version_grids(get_spec("tips-l14")) == {"full": 32, "low": 16}
 
 
 def test_real_size_layouts_get_the_registry_name_suggested():
     from tipsv2_sdk.convert.layout import VisionLayout, check_vision_variant
 
-    l14_v2 = VisionLayout(width=1024, depth=24, grid=32, swiglu=False, mlp_hidden=4096)
+    l14 = VisionLayout(width=1024, depth=24, grid=32, swiglu=False, mlp_hidden=4096)
     with pytest.raises(CheckpointError, match=r"width 1024 \(variant: 768\).*it matches tipsv2-l14$"):
-        check_vision_variant(l14_v2, get_spec("tipsv2-b14"), 3072, "x.npz")
-    g14_v1 = VisionLayout(width=1536, depth=40, grid=16, swiglu=True, mlp_hidden=4096)
-    assert check_vision_variant(g14_v1, get_spec("tips-g14"), 4096, "x.npz") == 1
-    with pytest.raises(CheckpointError, match=r"16x16 position grid\) but --variant tipsv2-g14.*use --variant tips-g14"):
-        check_vision_variant(g14_v1, get_spec("tipsv2-g14"), 4096, "x.npz")
+        check_vision_variant(l14, get_spec("tipsv2-b14"), 3072, "x.npz")
+    assert check_vision_variant(l14, get_spec("tips-l14"), 4096, "x.npz") == 1  # v1 high-res export
+    assert check_vision_variant(l14, get_spec("tipsv2-l14"), 4096, "x.npz") == 2
+    g14_low = VisionLayout(width=1536, depth=40, grid=16, swiglu=True, mlp_hidden=4096)
+    assert check_vision_variant(g14_low, get_spec("tips-g14"), 4096, "x.npz") == 1
+    with pytest.raises(CheckpointError, match=r"16x16 position grid\) but --variant tipsv2-g14.*tips-g14"):
+        check_vision_variant(g14_low, get_spec("tipsv2-g14"), 4096, "x.npz")
 
 
-def test_v1_checkpoint_with_v2_variant_names_the_right_variant(tmp_path):
+def test_v1_low_res_checkpoint_with_v2_variant_names_the_right_variant(tmp_path):
     with pytest.raises(CheckpointError, match=r"TIPS v1 checkpoint \(4x4 position grid\).*tips-b14-parity"):
         convert(tmp_path, v=vision("tips-b14"), variant=parity_spec("tipsv2-b14"))
-    with pytest.raises(CheckpointError, match=r"TIPSv2 checkpoint.*use --variant tipsv2-b14-parity"):
-        convert(tmp_path, v=vision("tipsv2-b14"), variant=parity_spec("tips-b14"))
+
+
+def test_v1_high_res_export_takes_its_image_size_from_the_grid(tmp_path):
+    """A full-size grid under a v1 name: a TIPS v1 high-res export, converted at that grid."""
+    model = tips.load(convert(tmp_path, v=vision("tipsv2-b14"), variant=parity_spec("tips-b14")))
+    assert model.image_size == 112 and model.meta["version"] == 1 and model.meta["image_size"] == 112
+    with torch.inference_mode():
+        tokens = model.vision_tokens(torch.from_numpy(pixels(112)))
+    np.testing.assert_allclose(tokens.patches.reshape(2, 64, -1).numpy(), expected("tipsv2-b14")["s112_patches"],
+                               atol=1e-4, rtol=0)
+    low = tips.load(convert(tmp_path, v=vision("tips-b14"), variant=parity_spec("tips-b14"), out="low"))
+    assert low.image_size == 56 and low.meta["version"] == 1
 
 
 def test_odd_position_grid_is_refused(tmp_path):
     bad = rewrite(vision(), tmp_path / "v.npz", replace={"pos_embed": np.zeros((1, 1 + 36, 32), np.float32)})
-    with pytest.raises(CheckpointError, match=r"6x6 position grid \(variant: 8x8 for TIPSv2, 4x4 for TIPS v1\)"):
+    with pytest.raises(CheckpointError, match=r"6x6 position grid \(variant: 8x8, or 4x4 for TIPS v1\)"):
         convert(tmp_path, v=bad)
     not_square = rewrite(vision(), tmp_path / "w.npz", replace={"pos_embed": np.zeros((1, 1 + 30, 32), np.float32)})
     with pytest.raises(CheckpointError, match="not a square grid"):
@@ -235,7 +248,8 @@ def test_vision_only_conversion(tmp_path):
 def test_text_only_conversion_is_deterministic(tmp_path):
     first = tips.load(convert(tmp_path, t=text(), tok=TOKENIZER, out="a"))
     second = tips.load(convert(tmp_path, t=text(), tok=TOKENIZER, out="b"))
-    assert first.meta["random_towers"] == ["vision"] and "vision tower randomly initialised" in first.meta["description"]
+    assert first.meta["random_towers"] == ["vision"]
+    assert "vision tower randomly initialised" in first.meta["description"]
     np.testing.assert_allclose(first.encode_texts(INDEX["texts"][:2]),
                                second.encode_texts(INDEX["texts"][:2]), atol=0, rtol=0)
     ids = torch.tensor(INDEX["text_ids"])

@@ -1,13 +1,19 @@
 """Recognise what an official checkpoint holds and check it against the requested variant.
 
 The layout is read from key names and header shapes only: width from the class token, depth from
-the block indices, SwiGLU from ``mlp.w12``, and the TIPS version from the position grid
-(TIPSv2 checkpoints are trained at 448 px: a 32x32 grid at patch 14; TIPS v1 at 224 px: 16x16).
+the block indices, SwiGLU from ``mlp.w12``, and the TIPS version from the position grid.
+
+Grids: TIPSv2 checkpoints carry a 32x32 grid (448 px at patch 14). TIPS v1 was trained with a
+16x16 grid (224 px); its low-resolution release keeps it, so a 16x16 grid is certainly TIPS v1.
+The v1 high-resolution PyTorch releases are exported at 448 px (the reference builds them with
+``img_size=448`` and loads them strictly), so a 32x32 grid is TIPSv2 *or* TIPS v1 high-res: there
+the variant name decides. The converted config takes its image size from the checkpoint's grid.
 """
 from __future__ import annotations
 
 import math
 import re
+import dataclasses
 from dataclasses import dataclass
 
 from ..errors import CheckpointError
@@ -54,14 +60,20 @@ def read_vision_layout(ckpt: NpzCheckpoint) -> VisionLayout:
     """Infer width, depth, grid and FFN type of an official vision checkpoint."""
     keys = ckpt.keys()
     if "token_embedding.weight" in ckpt and "pos_embed" not in ckpt:
-        raise CheckpointError(f"{ckpt.path} is a text checkpoint (it has token_embedding.weight); pass it as the text file")
+        raise CheckpointError(
+            f"{ckpt.path} is a text checkpoint (it has token_embedding.weight); pass it as the text file"
+        )
     hint = "not an official TIPS vision checkpoint"
     pos = _need(ckpt, "pos_embed", hint)
     if len(pos) != 3 or pos[0] != 1:
-        raise CheckpointError(f"vision checkpoint {ckpt.path}: pos_embed has shape {pos}, expected (1, 1 + grid**2, width)")
-    grid = math.isqrt(pos[1] - 1)
-    if grid * grid != pos[1] - 1:
-        raise CheckpointError(f"vision checkpoint {ckpt.path}: pos_embed holds {pos[1] - 1} positions, not a square grid")
+        raise CheckpointError(
+            f"vision checkpoint {ckpt.path}: pos_embed has shape {pos}, expected (1, 1 + grid**2, width)"
+        )
+    grid = math.isqrt(max(pos[1] - 1, 0))
+    if grid < 1 or grid * grid != pos[1] - 1:
+        raise CheckpointError(
+            f"vision checkpoint {ckpt.path}: pos_embed holds {pos[1] - 1} positions, not a square grid"
+        )
     depth = _depth(keys, _BLOCK)
     if depth == 0:
         raise CheckpointError(f"vision checkpoint {ckpt.path} has no blocks.N.* keys: {hint}")
@@ -85,29 +97,43 @@ def read_text_layout(ckpt: NpzCheckpoint) -> TextLayout:
     return TextLayout(width=int(emb[1]), depth=depth, vocab_size=int(emb[0]), mlp_hidden=int(mlp[0]))
 
 
-def version_grids(spec: ModelSpec) -> dict[int, int]:
-    """Position-grid side of each TIPS version for ``spec``'s scale: v2 trains at twice v1's size."""
-    v2 = spec.grid if spec.version == 2 else spec.grid * 2
-    return {2: v2, 1: v2 // 2}
+def version_grids(spec: ModelSpec) -> dict[str, int]:
+    """Position-grid sides for ``spec``'s scale: ``full`` (448 px) and ``low`` (224 px, TIPS v1 only).
+
+    Computed from the spec so that shrunken test specs keep the same 2:1 relation.
+    """
+    full = spec.grid if spec.version == 2 else spec.grid * 2
+    return {"full": full, "low": full // 2}
 
 
-def detect_version(layout: VisionLayout, spec: ModelSpec) -> int:
-    """1 (TIPS) or 2 (TIPSv2) from the position grid; refuses any other grid."""
-    for version, grid in version_grids(spec).items():
-        if layout.grid == grid:
-            return version
+def detect_version(layout: VisionLayout, spec: ModelSpec) -> set[int]:
+    """The TIPS versions a checkpoint's position grid allows: ``{1}`` or ``{1, 2}``.
+
+    Raises:
+        CheckpointError: the grid fits no TIPS release of ``spec``'s scale.
+    """
     grids = version_grids(spec)
+    if layout.grid == grids["low"]:
+        return {1}
+    if layout.grid == grids["full"]:
+        return {1, 2}
     raise CheckpointError(
         f"vision checkpoint has a {layout.grid}x{layout.grid} position grid; {spec.name} expects "
-        f"{grids[2]}x{grids[2]} (TIPSv2) or {grids[1]}x{grids[1]} (TIPS v1)"
+        f"{grids['full']}x{grids['full']} (TIPSv2 or TIPS v1 high-res) or {grids['low']}x{grids['low']} (TIPS v1)"
     )
 
 
-def _suggest(width: int, depth: int, swiglu: bool, version: int) -> str:
+def spec_for_grid(spec: ModelSpec, grid: int) -> ModelSpec:
+    """``spec`` with the image size whose position grid the checkpoint carries."""
+    size = grid * spec.patch_size
+    return spec if size == spec.image_size else dataclasses.replace(spec, image_size=size)
+
+
+def _suggest(width: int, depth: int, swiglu: bool, versions: tuple[int, ...]) -> str:
     names = [
         name for name in list_models()
-        if (get_spec(name).width, get_spec(name).depth, get_spec(name).swiglu, get_spec(name).version)
-        == (width, depth, swiglu, version)
+        if (get_spec(name).width, get_spec(name).depth, get_spec(name).swiglu) == (width, depth, swiglu)
+        and get_spec(name).version in versions
     ]
     return f"; it matches {', '.join(names)}" if names else ""
 
@@ -121,9 +147,8 @@ def sibling_name(spec: ModelSpec, version: int) -> str:
 
 
 def check_vision_variant(layout: VisionLayout, spec: ModelSpec, expected_mlp_hidden: int, source: str) -> int:
-    """Refuse a vision checkpoint that does not fit ``spec``; return its detected TIPS version."""
+    """Refuse a vision checkpoint that does not fit ``spec``; return its TIPS version."""
     grids = version_grids(spec)
-    version = next((v for v, g in grids.items() if g == layout.grid), None)
     problems = []
     if layout.width != spec.width:
         problems.append(f"width {layout.width} (variant: {spec.width})")
@@ -134,21 +159,21 @@ def check_vision_variant(layout: VisionLayout, spec: ModelSpec, expected_mlp_hid
         problems.append(f"{kinds[layout.swiglu]} (variant: {kinds[spec.swiglu]})")
     elif layout.mlp_hidden != expected_mlp_hidden:
         problems.append(f"MLP hidden size {layout.mlp_hidden} (variant: {expected_mlp_hidden})")
-    if version is None:
-        problems.append(f"a {layout.grid}x{layout.grid} position grid (variant: {grids[2]}x{grids[2]} for TIPSv2, "
-                        f"{grids[1]}x{grids[1]} for TIPS v1)")
+    if layout.grid not in grids.values():
+        problems.append(f"a {layout.grid}x{layout.grid} position grid (variant: {grids['full']}x{grids['full']}, "
+                        f"or {grids['low']}x{grids['low']} for TIPS v1)")
     if problems:
-        hint = _suggest(layout.width, layout.depth, layout.swiglu, version) if version is not None else ""
+        versions = (1,) if layout.grid == grids["low"] else (spec.version,)
+        hint = _suggest(layout.width, layout.depth, layout.swiglu, versions)
         raise CheckpointError(
             f"vision checkpoint {source} does not match --variant {spec.name}: it has {', '.join(problems)}{hint}"
         )
-    if version != spec.version:
-        label = "TIPSv2" if version == 2 else "TIPS v1"
+    if spec.version not in detect_version(layout, spec):
         raise CheckpointError(
-            f"vision checkpoint {source} is a {label} checkpoint ({layout.grid}x{layout.grid} position grid) but "
-            f"--variant {spec.name} is TIPS v{spec.version}; use --variant {sibling_name(spec, version)}"
+            f"vision checkpoint {source} is a TIPS v1 checkpoint ({layout.grid}x{layout.grid} position grid) but "
+            f"--variant {spec.name} is TIPSv2; use --variant {sibling_name(spec, 1)}"
         )
-    return version
+    return spec.version
 
 
 def check_text_variant(layout: TextLayout, spec: ModelSpec, expected: dict[str, int], source: str) -> None:

@@ -12,7 +12,14 @@ import torch
 from ..errors import CheckpointError, TipsV2Error
 from ..registry import ModelSpec, get_spec, make_config
 from .keys import TEMPERATURE_KEYS, Rule, check_keys, text_rules, vision_rules
-from .layout import check_text_variant, check_vision_variant, read_text_layout, read_vision_layout
+from .layout import (
+    VisionLayout,
+    check_text_variant,
+    check_vision_variant,
+    read_text_layout,
+    read_vision_layout,
+    spec_for_grid,
+)
 from .npz import NpzCheckpoint
 
 if TYPE_CHECKING:
@@ -59,14 +66,17 @@ def convert_official(
         raise ValueError("out_dir is required")
     inputs = [Path(p) for p in (vision_npz, text_npz, tokenizer_model) if p is not None]
     out = _check_out_dir(Path(out_dir), inputs)
-    config = make_config(spec)
-    shapes = _target_shapes(config)
     with contextlib.ExitStack() as stack:
-        vision = text = None
-        version = spec.version
+        vision = text = layout = None
         if vision_npz is not None:
             vision = stack.enter_context(NpzCheckpoint(vision_npz, "vision"))
-            version = _check_vision(vision, spec, shapes)
+            layout = read_vision_layout(vision)
+        # The position grid fixes the image size (a TIPS v1 high-res export has a 448-px grid).
+        config = make_config(spec_for_grid(spec, layout.grid) if layout is not None else spec)
+        shapes = _target_shapes(config)
+        version = spec.version
+        if vision is not None:
+            version = _check_vision(vision, layout, spec, shapes)
         if text_npz is not None:
             text = stack.enter_context(NpzCheckpoint(text_npz, "text"))
             _check_text(text, spec, config, shapes)
@@ -83,6 +93,7 @@ def convert_official(
                 if temperature is not None:
                     model.temperature.fill_(temperature)
     meta = _meta(spec, version, vision, text, tokenizer_model, temperature)
+    meta["image_size"] = int(config.vision_config.image_size)
     from ..model import TipsV2
 
     return TipsV2(model, tokenizer, name=spec.name, source="converted", meta=meta).save_pretrained(out)
@@ -126,8 +137,8 @@ def _assert_complete(rules: list[Rule], shapes: dict[str, tuple[int, ...]], pref
                            f"unknown {unknown}")
 
 
-def _check_vision(ckpt: NpzCheckpoint, spec: ModelSpec, shapes: dict[str, tuple[int, ...]]) -> int:
-    layout = read_vision_layout(ckpt)
+def _check_vision(ckpt: NpzCheckpoint, layout: VisionLayout, spec: ModelSpec,
+                  shapes: dict[str, tuple[int, ...]]) -> int:
     ffn = "gate_proj" if spec.swiglu else "fc1"
     mlp_hidden = shapes[f"vision_model.encoder.layer.0.mlp.{ffn}.weight"][0]
     version = check_vision_variant(layout, spec, mlp_hidden, ckpt.name)
@@ -150,7 +161,9 @@ def _check_text(ckpt: NpzCheckpoint, spec: ModelSpec, config: Tipsv2Config,
                where=f"text checkpoint {ckpt.name} ({spec.name})", ignore=TEMPERATURE_KEYS)
     for key in TEMPERATURE_KEYS:
         if key in ckpt and math.prod(ckpt.shape(key)) != 1:
-            raise CheckpointError(f"text checkpoint {ckpt.name}: {key!r} has shape {ckpt.shape(key)}, expected a scalar")
+            raise CheckpointError(
+                f"text checkpoint {ckpt.name}: {key!r} has shape {ckpt.shape(key)}, expected a scalar"
+            )
 
 
 def _load_tokenizer(path: str | os.PathLike, spec: ModelSpec, config: Tipsv2Config) -> TipsTokenizer:
