@@ -26,6 +26,7 @@ class Sample:
     alt_text: str
     short: str
     long: str
+    objects: tuple[dict, ...] = ()  # {"shape", "color", "box": [x0, y0, x1, y1]} in drawing order
 
 
 def samples_dir() -> Path:
@@ -33,6 +34,13 @@ def samples_dir() -> Path:
     from importlib.resources import files
 
     return Path(os.fspath(files("tipsv2_sdk") / "assets" / "samples"))
+
+
+def _object_box(obj: dict, size: int) -> list[float]:
+    """Pixel box (x0, y0, x1, y1) around a drawn object (its centre ± radius, inside the image)."""
+    r = obj["radius"]
+    coords = (obj["cx"] - r, obj["cy"] - r, obj["cx"] + r, obj["cy"] + r)
+    return [round(min(max(c, 0.0), 1.0) * size, 1) for c in coords]
 
 
 def render_samples(out_dir: str | os.PathLike, count: int = SAMPLE_COUNT, seed: int = SAMPLE_SEED,
@@ -52,7 +60,8 @@ def render_samples(out_dir: str | os.PathLike, count: int = SAMPLE_COUNT, seed: 
         with atomic_write(path) as handle:
             ex["image"].save(handle, format="PNG", optimize=True)
         paths.append(path)
-        rows.append({"file": path.name, "index": i, "alt_text": ex["alt_text"], **ex["captions"]})
+        objects = [{"shape": o["shape"], "color": o["color"], "box": _object_box(o, size)} for o in ex["objects"]]
+        rows.append({"file": path.name, "index": i, "alt_text": ex["alt_text"], **ex["captions"], "objects": objects})
     write_json(out / CAPTIONS_FILE, {"seed": seed, "split": split, "size": size, "images": rows})
     return paths
 
@@ -61,7 +70,8 @@ def load_samples(folder: str | os.PathLike | None = None) -> list[Sample]:
     """The samples listed in ``captions.json`` of ``folder`` (default: the bundled ones)."""
     folder = Path(folder) if folder is not None else samples_dir()
     meta = json.loads((folder / CAPTIONS_FILE).read_text(encoding="utf-8"))
-    return [Sample(folder / r["file"], r["index"], r["alt_text"], r["short"], r["long"]) for r in meta["images"]]
+    return [Sample(folder / r["file"], r["index"], r["alt_text"], r["short"], r["long"], tuple(r.get("objects", ())))
+            for r in meta["images"]]
 
 
 __all__ = ["Sample", "load_samples", "render_samples", "samples_dir"]

@@ -1,0 +1,388 @@
+"""Resumable, robust index builds: inputs → embedded chunks (journaled) → global / patch indexes.
+
+One run:
+1. collects the inputs (sorted; an image's id is its position in that list, also under ``--shard``),
+2. plans what to embed and what to remove against what ``OUT`` already holds,
+3. embeds the plan in fixed chunks, each written atomically and then recorded in the journal,
+4. adds every chunk to the indexes, saves them, writes ``skipped.jsonl`` and ``build.json``.
+
+Killed at any point and rerun with the same command, it continues from the first chunk that is
+not in the journal. Chunks have fixed boundaries and batches, so the result is bit-identical to a
+build that was never interrupted. Undecodable inputs are skipped and listed, never fatal.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import TipsV2Error
+from ..images import DEFAULT_MAX_PIXELS
+from .collection import BUILD_FILE, GLOBAL_DIR, PATCH_DIR, WORK_DIR, read_build, read_skipped, write_skipped
+from .inputs import InputError, collect_inputs, fingerprint
+from .journal import Plan, WorkArea
+from .shard import Shard, select
+
+GLOBAL_KINDS = ("cls1", "cls2", "concat", "mean_patch")
+ADD_BYTES = 256 * 2**20  # embedded chunks are added to the indexes in groups of about this size
+
+
+class BuildError(TipsV2Error, ValueError):
+    """A build cannot run as asked (settings differ from the directory's, inputs vanished, ...)."""
+
+
+@dataclass
+class BuildOptions:
+    """How to embed and index. ``kind`` None builds no global index; ``patches`` adds a patch index."""
+
+    kind: str | None = "cls1"
+    patches: bool = False
+    batch_size: int = 32
+    workers: int = 2
+    chunk_size: int | None = None  # images per journaled chunk; None = 8 batches
+    image_size: int | None = None
+    index_type: str | None = None  # FAISS factory string for the global index; None = automatic
+    patch_index_type: str | None = None
+    memory_budget: int | None = None
+    dtype: str = "float16"  # stored vectors
+    pooling: int = 1  # patch pooling (p x p)
+    pq: int | None = None  # patch PQ bytes; None = automatic
+    template: str | None = None  # index dir whose trained quantizer shards share
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    autocast: bool = False
+    restart: bool = False  # discard an interrupted build instead of resuming it
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in GLOBAL_KINDS:
+            raise BuildError(f"unknown embedding kind {self.kind!r}; expected one of {', '.join(GLOBAL_KINDS)}")
+        if self.kind is None and not self.patches:
+            raise BuildError("nothing to build: choose a global kind and/or patches")
+        if self.batch_size < 1 or (self.chunk_size is not None and self.chunk_size < 1):
+            raise BuildError("batch size and chunk size must be >= 1")
+
+
+@dataclass
+class BuildReport:
+    """What a run did; ``to_dict()`` is the ``--json`` output of ``tipsv2 index build``."""
+
+    out: str
+    model: dict[str, Any]
+    kind: str | None
+    patches: bool
+    shard: str | None
+    inputs: int  # images found in all inputs
+    selected: int  # images this shard is responsible for
+    ignored: int  # non-image files passed over while walking folders
+    added: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    resumed_chunks: int = 0  # chunks found done from an interrupted run
+    chunks: int = 0
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _model_settings(model, model_ref: str | None) -> dict[str, Any]:
+    from .manifest import config_hash
+
+    return {"name": model.name, "config_hash": config_hash(model), "ref": model_ref, "dim": model.embed_dim,
+            "trained": bool(model.meta.get("trained", True))}
+
+
+def _open_or_create(out: Path, model, options: BuildOptions, image_size: int):
+    """The (global, patch) indexes to fill: opened if present (model checked), else created empty."""
+    from . import GlobalIndex, PatchIndex
+
+    glob = patch = None
+    if options.kind is not None:
+        path = out / GLOBAL_DIR
+        if GlobalIndex.exists(path):
+            glob = GlobalIndex.open(path, model=model, kind=options.kind)
+        else:
+            glob = GlobalIndex.create(path, model=model, kind=options.kind, factory=options.index_type,
+                                      memory_budget=options.memory_budget, dtype=options.dtype,
+                                      template=options.template)
+    if options.patches:
+        path = out / PATCH_DIR
+        grid = (image_size // model.patch_size,) * 2
+        if PatchIndex.exists(path):
+            patch = PatchIndex.open(path, model=model)
+        else:
+            patch = PatchIndex.create(path, model=model, grid=grid, pooling=options.pooling, pq=options.pq,
+                                      factory=options.patch_index_type, memory_budget=options.memory_budget,
+                                      dtype=options.dtype, template=options.template)
+    return glob, patch
+
+
+def _check_settings(out: Path, record: dict[str, Any], options: BuildOptions) -> None:
+    """Refuse to mix kinds in one directory: its indexes must keep holding the same images."""
+    if not record:
+        return
+    had = (record.get("kind"), bool(record.get("patches")))
+    want = (options.kind, options.patches)
+    if had != want:
+        def label(kind, patches):
+            return " + ".join([k for k in (kind, "patches" if patches else None) if k])
+
+        raise BuildError(f"{out} holds a {label(*had)} index but this build asks for {label(*want)}; "
+                         "use the same --kind/--patches or a new output directory")
+
+
+def plan_build(paths: Sequence[str], shard: Shard | None, existing: dict[str, int], record: dict[str, Any],
+               *, mode: str = "sync") -> Plan:
+    """Decide ids and work: what to embed (new or previously skipped paths) and what to remove.
+
+    A fresh build (or one over the very same input list) uses positions in the full sorted input as
+    ids, so shards and single builds agree. Once the indexed set has diverged from one input list
+    (an incremental update), new paths get fresh ids after every id used so far.
+    ``mode`` "sync" mirrors the input (removes vanished paths); "add" only adds.
+    """
+    positions = select(len(paths), shard)
+    info = {"fingerprint": fingerprint(paths), "count": len(paths), "shard": str(shard) if shard else None}
+    old = record.get("inputs", {})
+    same_inputs = old.get("fingerprint") == info["fingerprint"] and old.get("ids_are_positions", False)
+    if mode == "sync" and (not existing or same_inputs):
+        add = [(i, paths[i]) for i in positions if paths[i] not in existing]
+        next_id = max(len(paths), int(record.get("next_id", 0)))
+        return Plan([i for i, _ in add], [p for _, p in add], [], next_id, {**info, "ids_are_positions": True})
+    if shard is not None:
+        raise BuildError(f"the inputs changed since shard {shard} was built: ids of a sharded build are positions "
+                         "in the full input list, so rebuild every shard into new directories and merge again")
+    selected = [paths[i] for i in positions]
+    next_id = int(record.get("next_id", 0))
+    if existing:
+        next_id = max(next_id, max(existing.values()) + 1)
+    new = [p for p in selected if p not in existing]
+    add_ids = list(range(next_id, next_id + len(new)))
+    removed: list[int] = []
+    if mode == "sync":
+        keep = set(selected)
+        removed = sorted(i for p, i in existing.items() if p not in keep)
+        if removed and len(removed) == len(existing) and not (set(existing) & keep):
+            raise BuildError("none of the indexed images is in the input any more; refusing to empty the index "
+                             "(is the input folder mounted?). Build into a new directory instead")
+    if mode == "add":
+        info = {**old, "ids_are_positions": False}
+    else:
+        info = {**info, "ids_are_positions": False}
+    return Plan(add_ids, new, removed, next_id + len(new), info)
+
+
+def _indexed_paths(index) -> dict[str, int]:
+    if index is None or len(index) == 0:
+        return {}
+    ids = index.ids()
+    return {r["path"]: int(r["id"]) for r in index.records(ids) if r is not None and r.get("path") is not None}
+
+
+def _encode_chunk(model, paths: list[str], options: BuildOptions, image_size: int):
+    """Encode one chunk, skipping bad files; an unexpected decoder crash is isolated to its file.
+
+    Returns ``(parts, failed)``: ``parts`` pairs each ``ImageEmbeddings`` with the chunk positions of
+    its inputs, ``failed`` lists ``(position, reason)`` of files that crashed the encoder.
+    """
+    kwargs = dict(batch_size=options.batch_size, image_size=image_size, progress=False, on_error="skip",
+                  with_patches=options.patches, workers=options.workers, max_pixels=options.max_pixels,
+                  autocast=options.autocast)
+    try:
+        return [(np.arange(len(paths)), model.encode_images(paths, **kwargs))], []
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - retried file by file below; re-raised if not file-specific
+        first = exc
+    parts, failed = [], []
+    for j, path in enumerate(paths):
+        try:
+            parts.append((np.asarray([j]), model.encode_images([path], **kwargs)))
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one file's crash must not end a long build
+            failed.append((j, f"{type(exc).__name__}: {exc}"))
+    if len(failed) == len(paths):
+        raise first  # every file fails: not a file problem (e.g. out of device memory)
+    return parts, failed
+
+
+def _chunk_arrays(encoded, chunk_ids: np.ndarray, paths: list[str], options: BuildOptions):
+    """Turn the encoder output of one chunk into the arrays stored for it and its skipped rows."""
+    parts, failed = encoded
+    skipped = [{"id": int(chunk_ids[j]), "path": paths[j], "reason": reason} for j, reason in failed]
+    rows, glob, pats = [], [], []
+    for positions, emb in parts:
+        skipped += [{"id": int(chunk_ids[positions[s.index]]), "path": paths[positions[s.index]], "reason": s.reason}
+                    for s in emb.skipped]
+        if not len(emb):
+            continue
+        rows.append(positions[emb.indices])
+        if options.kind:
+            glob.append(emb.select(options.kind).astype(np.float32))
+        if options.patches:
+            pats.append(emb.patches.astype(options.dtype))
+    rows_arr = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+    arrays = {"ids": chunk_ids[rows_arr]}
+    if options.kind:
+        arrays["global"] = np.concatenate(glob) if glob else np.zeros((0, 0), np.float32)
+    if options.patches:
+        arrays["patches"] = np.concatenate(pats) if pats else np.zeros((0, 0, 0, 0), options.dtype)
+    return arrays, sorted(skipped, key=lambda r: r["id"])
+
+
+def _progress(total: int, done: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="img", desc="embedding", file=sys.stderr,
+                disable=not enabled or total == 0, dynamic_ncols=True)
+
+
+def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
+                options: BuildOptions | None = None, *, shard: Shard | None = None, mode: str = "sync",
+                model_ref: str | None = None) -> BuildReport:
+    """Build (or update, or resume) the index directory ``out`` from images in ``inputs``.
+
+    ``inputs``: folders (walked recursively), list files, globs or image files. ``mode`` "sync" makes
+    the index mirror the input (new files added, vanished ones removed); "add" only adds.
+    ``model_ref`` is how to load ``model`` again (recorded so ``tipsv2 search`` finds it).
+    Returns the report; skipped inputs are in ``report.skipped`` and ``out/skipped.jsonl``.
+    """
+    options = options or BuildOptions()
+    if mode not in ("sync", "add"):
+        raise ValueError(f"mode must be 'sync' or 'add', not {mode!r}")
+    out = Path(out)
+    if (out / "manifest.json").is_file():
+        raise BuildError(f"{out} is a single index directory, not a build directory; build into a new directory")
+    if out.is_file():
+        raise BuildError(f"{out} is a file; the output must be a directory")
+    start = time.perf_counter()
+    collected = collect_inputs(inputs)
+    if not collected.paths:
+        raise InputError(f"found no image files in {', '.join(map(str, collected.sources))}")
+    image_size = model.check_image_size(options.image_size)
+    settings = {"model": _model_settings(model, model_ref), "kind": options.kind, "patches": options.patches,
+                "image_size": image_size, "dtype": options.dtype, "mode": mode, "shard": str(shard) if shard else None}
+    record = read_build(out)
+    _check_settings(out, record, options)
+    work = WorkArea(out / WORK_DIR)
+    with work.lock():
+        glob, patch = _open_or_create(out, model, options, image_size)
+        journal = None if options.restart else work.read_journal()
+        if journal is not None and _differs(journal["settings"], settings):
+            raise BuildError(f"{out} holds an interrupted build with other settings "
+                             f"({_differs(journal['settings'], settings)}); rerun it with the same settings "
+                             "or pass --restart to discard it")
+        resumed = journal is not None
+        if journal is None:
+            existing = _indexed_paths(glob if glob is not None else patch)
+            plan = plan_build(collected.paths, shard, existing, record, mode=mode)
+            chunk_size = options.chunk_size or 8 * options.batch_size
+            journal = work.start({**settings, "batch_size": options.batch_size}, plan, chunk_size)
+        plan = Plan.from_dict(journal["plan"])
+        # A resumed build keeps the batch size it started with: batches change the float rounding.
+        options.batch_size = int(journal["settings"].get("batch_size", options.batch_size))
+        chunk_size, done = int(journal["chunk_size"]), int(journal["done"])
+        ids = np.asarray(plan.add_ids, dtype=np.int64)
+        bar = _progress(len(plan.add_ids), min(done * chunk_size, len(plan.add_ids)), options.progress)
+        for c in range(done, int(journal["chunks"])):
+            lo, hi = c * chunk_size, min((c + 1) * chunk_size, len(plan.add_ids))
+            paths = plan.add_paths[lo:hi]
+            arrays, skipped = _chunk_arrays(_encode_chunk(model, paths, options, image_size), ids[lo:hi], paths, options)
+            work.write_chunk(c, arrays, skipped)
+            work.commit_chunk(journal, c)
+            bar.update(hi - lo)
+        bar.close()
+        report = _finalize(out, work, journal, plan, glob, patch, collected, settings, record, shard)
+    report.resumed_chunks = done if resumed else 0
+    report.seconds = round(time.perf_counter() - start, 3)
+    embedded = len(plan.add_ids) - min(done * chunk_size, len(plan.add_ids)) if resumed else len(plan.add_ids)
+    report.images_per_second = round(embedded / report.seconds, 2) if report.seconds > 0 else 0.0
+    return report
+
+
+def _differs(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """A description of the first setting that differs (ignoring run-only ones), or ''."""
+    for key in ("model", "kind", "patches", "image_size", "dtype", "mode", "shard"):
+        a, b = old.get(key), new.get(key)
+        if key == "model":
+            a, b = (a or {}).get("config_hash"), (b or {}).get("config_hash")
+        if a != b:
+            return f"{key}: {a} vs {b}"
+    return ""
+
+
+def _finalize(out: Path, work: WorkArea, journal: dict[str, Any], plan: Plan, glob, patch, collected,
+              settings: dict[str, Any], record: dict[str, Any], shard: Shard | None) -> BuildReport:
+    """Fold the chunks into the indexes and write the build record. Safe to repeat after a crash."""
+    from ..io import write_json
+
+    indexes = [ix for ix in (glob, patch) if ix is not None]
+    before = max(len(ix) for ix in indexes) if indexes else 0
+    for ix in indexes:
+        if plan.remove_ids:
+            ix.remove(ids=plan.remove_ids, missing_ok=True)
+    skipped: list[dict[str, Any]] = []
+    by_id = dict(zip(plan.add_ids, plan.add_paths))
+    pending: list[dict[str, np.ndarray]] = []
+
+    def flush() -> None:
+        # Several chunks go in one add(): fewer, larger segments on disk.
+        if not pending:
+            return
+        ids = np.concatenate([a["ids"] for a in pending])
+        paths = [by_id[int(i)] for i in ids]
+        if glob is not None:
+            glob.add(np.concatenate([a["global"] for a in pending]), paths, ids=ids)
+        if patch is not None:
+            patch.add(np.concatenate([a["patches"] for a in pending]), paths, ids=ids)
+        pending.clear()
+
+    for c in range(int(journal["chunks"])):
+        arrays, rows = work.read_chunk(c)
+        skipped += rows
+        if len(arrays["ids"]):
+            pending.append(arrays)
+        if sum(a.nbytes for p in pending for a in p.values()) >= ADD_BYTES:
+            flush()
+    flush()
+    for ix in indexes:
+        ix.save()
+    retried = set(plan.add_paths)
+    current = set(collected.paths) if settings["mode"] == "sync" else None
+    kept = [r for r in read_skipped(out) if r.get("path") not in retried and (current is None or r.get("path") in current)]
+    write_skipped(out, kept + skipped)
+    added = len(plan.add_ids) - len(skipped)
+    counts = {name: len(ix) for name, ix in ((GLOBAL_DIR, glob), (PATCH_DIR, patch)) if ix is not None}
+    selected = len(select(len(collected.paths), shard))
+    report = BuildReport(
+        out=str(out), model=settings["model"], kind=settings["kind"], patches=settings["patches"],
+        shard=settings["shard"], inputs=len(collected.paths), selected=selected, ignored=collected.ignored,
+        added=added, removed=len(plan.remove_ids), unchanged=max(0, before - len(plan.remove_ids)),
+        skipped=sorted(skipped, key=lambda r: r["id"]), chunks=int(journal["chunks"]), counts=counts,
+    )
+    build = {"format": 1, "model": settings["model"], "kind": settings["kind"], "patches": settings["patches"],
+             "image_size": settings["image_size"], "dtype": settings["dtype"], "inputs": plan.inputs,
+             "sources": collected.sources, "shard": settings["shard"], "next_id": plan.next_id, "counts": counts,
+             "skipped": len(kept) + len(skipped),
+             "last_run": {"added": report.added, "removed": report.removed, "skipped": len(skipped)}}
+    if record.get("created"):
+        build["created"] = record["created"]
+    else:
+        from .manifest import now_iso
+
+        build["created"] = now_iso()
+    write_json(out / BUILD_FILE, build)
+    work.remove()
+    return report
+
+
+__all__ = ["BuildError", "BuildOptions", "BuildReport", "GLOBAL_KINDS", "build_index", "plan_build"]
