@@ -156,6 +156,14 @@ class BaseIndex:
         if self._index is not None and self._index.ntotal != self.manifest.num_vectors:
             raise IndexFormatError(f"index {self.path}: FAISS holds {self._index.ntotal} vectors, manifest says {self.manifest.num_vectors}")
 
+    @classmethod
+    def exists(cls, path: str | os.PathLike) -> bool:
+        """Whether ``path`` holds an index of this type."""
+        try:
+            return read_manifest(path).type == cls.TYPE
+        except (IndexFormatError, FileNotFoundError):
+            return False
+
     # ------------------------------------------------------------------ properties
     @property
     def dim(self) -> int:

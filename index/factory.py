@@ -46,9 +46,21 @@ class IndexChoice:
 
 
 def nlist_for(n: int) -> int:
-    """IVF list count: the power of two nearest 4·√n, between 16 and 65536."""
+    """IVF list count: the power of two nearest 4·√n, between 16 and 65536 (fewer for tiny sets,
+    so that every list gets at least 8 training vectors)."""
     target = 4.0 * math.sqrt(max(n, 1))
-    return int(min(65536, max(16, 2 ** round(math.log2(target)))))
+    nlist = int(min(65536, max(16, 2 ** round(math.log2(target)))))
+    while nlist > 1 and nlist * 8 > n:
+        nlist //= 2
+    return nlist
+
+
+def pq_bits_for(n: int) -> int:
+    """Bits per PQ sub-code: 8, unless too few vectors exist to train 256 centroids per sub-space."""
+    bits = 8
+    while bits > 1 and (1 << bits) * 8 > n:
+        bits -= 1
+    return bits
 
 
 def train_size_for(nlist: int, n: int, pq: bool) -> int:
@@ -74,10 +86,11 @@ def ivfpq_factory(n: int, d: int, m: int, opq: bool | None = None) -> str:
     nlist = nlist_for(n)
     coarse = f"IVF{nlist}_HNSW32" if nlist >= 1024 else f"IVF{nlist}"
     use_opq = n >= OPQ_MIN if opq is None else opq
+    bits = pq_bits_for(n)
     if use_opq or d % m:
         d_out = d if d % m == 0 else m * max(1, d // m)
-        return f"OPQ{m}_{d_out},{coarse},PQ{m}x8"
-    return f"{coarse},PQ{m}x8"
+        return f"OPQ{m}_{d_out},{coarse},PQ{m}x{bits}"
+    return f"{coarse},PQ{m}x{bits}"
 
 
 def _pq_recall(m: int, d: int) -> float:
@@ -133,7 +146,7 @@ def choose_factory(
     allowed = budget / n - 8 - 4 * dim * nlist / n  # ids and centroids come out of the budget too
     m = int(pq) if pq is not None else _pq_m(dim, allowed, cap)
     factory = ivfpq_factory(n, dim, m)
-    per_vector = m + 8 + 4 * dim * nlist / n
+    per_vector = m * pq_bits_for(n) / 8 + 8 + 4 * dim * nlist / n
     if pq is not None:
         reason = f"PQ requested ({m} bytes per vector)"
     elif flat_bytes * n > budget:

@@ -117,12 +117,6 @@ class GlobalIndex(BaseIndex):
         index._load_files(mmap)
         return index
 
-    @staticmethod
-    def exists(path: str | os.PathLike) -> bool:
-        from .manifest import MANIFEST_NAME
-
-        return (Path(path) / MANIFEST_NAME).is_file()
-
     # ------------------------------------------------------------------ faiss mapping
     def _faiss_vectors(self, ids: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, np.int64)
