@@ -117,7 +117,7 @@ def check_sizes(cfg: TrainConfig, spec: ModelSpec) -> None:
 def micro_batches(cfg: TrainConfig, dataset, tokenizer: TipsTokenizer, spec: ModelSpec, rank: int = 0,
                   world_size: int = 1) -> MicroBatches:
     """This rank's deterministic stream of micro-batches."""
-    obj = cfg.objective
+    obj = caption_settings(cfg)
     sampler = CaptionSampler(obj.caption_sources, obj.caption_probs, seed=cfg.seed,
                              multi_granularity=obj.multi_granularity)
     d = cfg.data
@@ -130,13 +130,49 @@ def micro_batches(cfg: TrainConfig, dataset, tokenizer: TipsTokenizer, spec: Mod
         raise ConfigError(f"data.batch_size: {exc}") from None
 
 
-def build_objective(cfg: TrainConfig, network, total_steps: int) -> torch.nn.Module:
-    """The TIPSv2 objective around ``network`` (heads seeded independently of the network)."""
-    from .objective import TipsV2Objective
+def caption_settings(cfg: TrainConfig):
+    """The section whose caption sources drive CLS2 sampling (distillation or pre-training)."""
+    return cfg.distill if cfg.distill.enabled else cfg.objective
 
+
+def load_teacher(cfg: TrainConfig, device: torch.device):
+    """The frozen distillation teacher (a ``TipsV2`` from ``tipsv2_sdk.load``)."""
+    from ..loading import load
+
+    try:
+        return load(cfg.distill.teacher, device=device)
+    except TipsV2Error as exc:
+        raise ConfigError(f"distill.teacher: {exc}") from None
+
+
+def build_objective(cfg: TrainConfig, network, total_steps: int, teacher=None) -> torch.nn.Module:
+    """``TipsV2Objective``, or ``DistillObjective`` around the frozen ``teacher`` when distilling.
+
+    Heads are seeded with ``seed + 1``, independently of the network's draws.
+    """
     torch.manual_seed(cfg.seed + 1)
-    return TipsV2Objective(network, cfg.objective, total_steps)
+    if not cfg.distill.enabled:
+        from .objective import TipsV2Objective
+
+        return TipsV2Objective(network, cfg.objective, total_steps)
+    from .distill import DistillObjective
+
+    if teacher is None:
+        raise ConfigError("distillation needs its teacher model (distill.teacher)")
+    try:
+        objective = DistillObjective(network, teacher, cfg.distill, total_steps)
+    except ValueError as exc:
+        raise ConfigError(f"distill: {exc}") from None
+    if cfg.distill.teacher_heads_from:
+        from safetensors.torch import load_file
+
+        path = Path(cfg.distill.teacher_heads_from)
+        path = path / "objective.safetensors" if path.is_dir() else path
+        if not path.is_file():
+            raise ConfigError(f"distill.teacher_heads_from: {path} does not exist")
+        objective.load_teacher_heads(load_file(str(path)))
+    return objective
 
 
 __all__ = ["model_spec", "build_dataset", "build_tokenizer", "build_network", "build_objective", "stage_plan",
-           "micro_batches", "check_sizes", "caption_corpus"]
+           "micro_batches", "check_sizes", "caption_corpus", "load_teacher", "caption_settings"]

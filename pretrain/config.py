@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import TipsV2Error
+from .distill import DistillConfig
 from .objective import ObjectiveConfig
 
 
@@ -132,6 +133,25 @@ class DistributedConfig:
 
 
 @dataclass
+class DistillSection(DistillConfig):
+    """Distillation from a frozen teacher: the loss knobs of ``DistillConfig`` plus where the teacher is.
+
+    With ``enabled`` the network of ``model`` is the (randomly initialised) student, the
+    ``objective`` section is ignored and these fields drive the loss; the caption settings here
+    also drive the CLS2 caption sampling.
+    """
+
+    enabled: bool = _f(False, "train by distillation from `teacher` instead of the TIPSv2 objective")
+    teacher: str | None = _f(None, "frozen teacher: an HF-format model directory or a registry name")
+    teacher_heads_from: str | None = _f(None, "training checkpoint of the teacher whose teacher_heads start ours")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.enabled and not self.teacher:
+            raise ValueError("distill.enabled needs distill.teacher (a model directory or registry name)")
+
+
+@dataclass
 class TrainConfig:
     """Everything one training run needs."""
 
@@ -145,6 +165,7 @@ class TrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig, metadata={"help": "losses (TIPSv2 objective)"})
     optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "optimizer"})
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig, metadata={"help": "length and stages"})
+    distill: DistillSection = field(default_factory=DistillSection, metadata={"help": "distillation"})
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"help": "checkpoints"})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "logs"})
     distributed: DistributedConfig = field(default_factory=DistributedConfig, metadata={"help": "multi-process"})
@@ -175,7 +196,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
     if origin in (tuple, list):
         return "a list"
-    return getattr(tp, "__name__", str(tp))
+    names = {float: "a float", int: "an int", bool: "true or false", str: "a string"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -376,6 +398,6 @@ def config_reference(cls: type = TrainConfig, prefix: str = "") -> list[tuple[st
 
 __all__ = [
     "ConfigError", "TrainConfig", "ModelConfig", "DataConfig", "OptimConfig", "ScheduleConfig",
-    "CheckpointConfig", "LoggingConfig", "DistributedConfig", "load_config", "apply_overrides",
+    "CheckpointConfig", "LoggingConfig", "DistillSection", "DistributedConfig", "load_config", "apply_overrides",
     "save_config", "from_dict", "config_reference",
 ]

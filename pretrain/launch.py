@@ -93,6 +93,26 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
     return getattr(module, "module", module)
 
 
+def export_network(module: torch.nn.Module, env: DistEnv, strategy: str):
+    """The student ``Tipsv2Model`` with full (unsharded) weights on rank 0; ``None`` elsewhere.
+
+    Every rank must call this: under FSDP the full weights are gathered collectively and loaded
+    into a fresh, unsharded copy of the network.
+    """
+    network = unwrap(module).model
+    if not (env.distributed and strategy == "fsdp"):
+        return network if env.is_main else None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from transformers import Tipsv2Model
+
+    state = get_model_state_dict(network, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not env.is_main:
+        return None
+    full = Tipsv2Model(network.config)
+    full.load_state_dict(state)
+    return full
+
+
 def any_rank(flag: bool, env: DistEnv) -> bool:
     """True on every rank if ``flag`` is true on any (e.g. "the time budget is spent")."""
     if not env.distributed:
@@ -123,4 +143,4 @@ def shutdown(env: DistEnv) -> None:
 
 
 __all__ = ["DistEnv", "init_distributed", "wrap", "no_sync", "unwrap", "any_rank", "mean_over_ranks",
-           "barrier", "shutdown", "resolve_device"]
+           "barrier", "shutdown", "resolve_device", "export_network"]

@@ -27,8 +27,8 @@ def current_grid(root: torch.nn.Module) -> int:
 def resize_grid(root: torch.nn.Module, grid: int, optimizer: torch.optim.Optimizer | None = None) -> None:
     """Resize every position-embedding table under ``root`` to ``grid x grid`` in place.
 
-    The parameter objects are kept (their ``.data`` changes shape) so optimizer groups stay valid;
-    their now-mismatched optimizer state is dropped and rebuilt by the next step.
+    Each table becomes a new parameter (autograd caches the old shape); it takes the old one's
+    place in the optimizer's groups, with fresh optimizer state.
     """
     for emb in _embedding_modules(root):
         table = emb.position_embeddings
@@ -40,7 +40,8 @@ def resize_grid(root: torch.nn.Module, grid: int, optimizer: torch.optim.Optimiz
         patches = patches.reshape(1, old, old, dim).permute(0, 3, 1, 2).float()
         patches = F.interpolate(patches, size=(grid, grid), mode="bilinear", align_corners=False, antialias=True)
         patches = patches.permute(0, 2, 3, 1).reshape(1, grid * grid, dim).to(table.dtype)
-        table.data = torch.cat([cls, patches], dim=1).contiguous()
+        new = torch.nn.Parameter(torch.cat([cls, patches], dim=1).contiguous(), requires_grad=table.requires_grad)
+        emb.position_embeddings = new
         patch = emb.patch_embeddings.patch_size
         side = grid * int(patch[0] if isinstance(patch, (tuple, list)) else patch)
         emb.config.image_size = side
@@ -48,6 +49,8 @@ def resize_grid(root: torch.nn.Module, grid: int, optimizer: torch.optim.Optimiz
         emb.patch_embeddings.num_patches = grid * grid
         if optimizer is not None:
             optimizer.state.pop(table, None)
+            for group in optimizer.param_groups:
+                group["params"] = [new if p is table else p for p in group["params"]]
     model = getattr(root, "model", None)
     if model is not None and hasattr(model, "config"):
         patch = model.config.vision_config.patch_size

@@ -101,8 +101,15 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
 
     dataset = build.build_dataset(cfg)
     network = build.build_network(cfg, spec)
-    tokenizer = build.build_tokenizer(cfg, spec, dataset, out, env.is_main, barrier=lambda: launch.barrier(env))
-    objective = build.build_objective(cfg, network, total).to(env.device).train()
+    teacher = build.load_teacher(cfg, env.device) if cfg.distill.enabled else None
+    if teacher is not None and cfg.model.tokenizer is None and teacher.tokenizer is not None:
+        tokenizer = teacher.tokenizer  # the student reads text the way its teacher does
+    else:
+        tokenizer = build.build_tokenizer(cfg, spec, dataset, out, env.is_main, barrier=lambda: launch.barrier(env))
+    if tokenizer.vocab_size > network.config.text_config.vocab_size:
+        raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} pieces but the text tower only "
+                          f"{network.config.text_config.vocab_size}; raise model.vocab_size")
+    objective = build.build_objective(cfg, network, total, teacher).to(env.device).train()
 
     ckpt = None
     if resume:
@@ -124,7 +131,6 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
     loader = iter(make_loader(batches, state.step * accum, cfg.data.num_workers, cfg.data.prefetch))
     metrics = MetricsWriter(metrics_path, state.step, env.is_main)
     bar = _progress(total, state.step, cfg.logging.progress and env.is_main)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
 
     t_start, elapsed_before = time.perf_counter(), state.elapsed_s
     budget = cfg.schedule.max_minutes * 60.0 if cfg.schedule.max_minutes else None
@@ -148,7 +154,7 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
             (output.loss / accum).backward()
             for k, v in output.terms.items():
                 sums[k] = sums.get(k, 0.0) + v / accum
-        grad_norm = clip_gradients(params, cfg.optim.grad_clip)
+        grad_norm = clip_gradients([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.grad_clip)
         optimizer.step()
         momentum = objective.update_teacher(step)
         step += 1
@@ -179,8 +185,9 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
     export_dir = None
     summary = {"steps": step, "elapsed_s": state.elapsed_s, "stopped_early": stopped_early,
                "bad_images": bad_images, "final": {k: v for k, v in last.items() if isinstance(v, float)}}
+    network = launch.export_network(module, env, cfg.distributed.strategy)
     if env.is_main:
-        export_dir = _export(cfg, launch.unwrap(module).model, tokenizer, spec, out / cfg.export_name, step, summary)
+        export_dir = _export(cfg, network, tokenizer, spec, out / cfg.export_name, step, summary)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     launch.barrier(env)
     return TrainResult(steps=step, export_dir=export_dir, metrics_file=metrics_path, elapsed_s=state.elapsed_s,
