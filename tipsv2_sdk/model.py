@@ -303,6 +303,16 @@ class TipsV2:
             (tmp / SDK_CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return out_dir
 
+    def to_sentence_transformer(self, out_dir: str | os.PathLike | None = None, embedding: str = "cls1"):
+        """A multimodal ``SentenceTransformer`` (TipsV2Module + Normalize, cosine) sharing these weights.
+
+        ``embedding``: ``"cls1" | "cls2" | "concat" | "mean_patch"`` for images. With ``out_dir`` the
+        model is also saved there; reload it with ``SentenceTransformer(out_dir, trust_remote_code=True)``.
+        """
+        from .sentence_transformers_module import build_sentence_transformer
+
+        return build_sentence_transformer(self, out_dir=out_dir, embedding=embedding)
+
     def __repr__(self) -> str:
         return (
             f"TipsV2(name={self.name!r}, dim={self.embed_dim}, image_size={self.image_size}, "
