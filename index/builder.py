@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import TipsV2Error
 from ..images import DEFAULT_MAX_PIXELS
 from .collection import BUILD_FILE, GLOBAL_DIR, PATCH_DIR, WORK_DIR, read_build, read_skipped, write_skipped
-from .inputs import InputError, collect_inputs, fingerprint
+from .inputs import CollectedInputs, InputError, collect_inputs, fingerprint
 from .journal import Plan, WorkArea
 from .shard import Shard, select
 
@@ -246,12 +246,13 @@ def _progress(total: int, done: int, enabled: bool):
                 disable=not enabled or total == 0, dynamic_ncols=True)
 
 
-def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike, out: str | os.PathLike,
+def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike | CollectedInputs, out: str | os.PathLike,
                 options: BuildOptions | None = None, *, shard: Shard | None = None, mode: str = "sync",
                 model_ref: str | None = None) -> BuildReport:
     """Build (or update, or resume) the index directory ``out`` from images in ``inputs``.
 
-    ``inputs``: folders (walked recursively), list files, globs or image files. ``mode`` "sync" makes
+    ``inputs``: folders (walked recursively), list files, globs or image files (or their ``collect_inputs``
+    result). ``mode`` "sync" makes
     the index mirror the input (new files added, vanished ones removed); "add" only adds.
     ``model_ref`` is how to load ``model`` again (recorded so ``tipsv2 search`` finds it).
     Returns the report; skipped inputs are in ``report.skipped`` and ``out/skipped.jsonl``.
@@ -265,7 +266,7 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike, 
     if out.is_file():
         raise BuildError(f"{out} is a file; the output must be a directory")
     start = time.perf_counter()
-    collected = collect_inputs(inputs)
+    collected = inputs if isinstance(inputs, CollectedInputs) else collect_inputs(inputs)
     if not collected.paths:
         raise InputError(f"found no image files in {', '.join(map(str, collected.sources))}")
     image_size = model.check_image_size(options.image_size)

@@ -1,0 +1,202 @@
+"""Answer text, image and image-region queries against a built index directory.
+
+This is what ``tipsv2 search`` and ``tipsv2 demo`` run. Results are plain dicts in the documented
+``--json`` schema (docs/index.md), which the HTML page renders too.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .collection import Collection
+from .errors import BoxError, IndexNotFoundError
+
+
+@dataclass
+class Query:
+    """One question: a text, or an image (optionally a box on it); ``regions`` asks "where"."""
+
+    text: str | None = None
+    image: str | None = None
+    box: tuple[float, float, float, float] | None = None
+    regions: bool = False
+    maxsim: bool = False  # image → images by late interaction over patches even when a global index exists
+
+    @property
+    def type(self) -> str:
+        return "text" if self.text is not None else ("box" if self.box is not None else "image")
+
+
+def parse_box(value: str) -> tuple[float, float, float, float]:
+    """``"x0,y0,x1,y1"`` (pixels of the query image) → four floats; raises ``BoxError`` otherwise."""
+    parts = [p.strip() for p in value.replace(" ", ",").split(",") if p.strip()]
+    try:
+        box = tuple(float(p) for p in parts)
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise BoxError(f"--box {value!r}: expected four numbers x0,y0,x1,y1 in pixels of the query image")
+    x0, y0, x1, y1 = box
+    if not (x0 < x1 and y0 < y1) or min(box) < 0:
+        raise BoxError(f"--box {value!r}: need 0 <= x0 < x1 and 0 <= y0 < y1")
+    return box  # type: ignore[return-value]
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) as the model sees the file (EXIF rotation applied), or None if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError):
+        return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+class Searcher:
+    """The opened indexes of one directory plus the model that embeds queries."""
+
+    def __init__(self, collection: Collection, model, *, use_gpu: bool | None = None):
+        from . import GlobalIndex, PatchIndex
+
+        self.collection = collection
+        self.model = model
+        self.glob = GlobalIndex.open(collection.global_path, model=model, use_gpu=use_gpu) if collection.global_path else None
+        self.patch = PatchIndex.open(collection.patch_path, model=model, use_gpu=use_gpu) if collection.patch_path else None
+        self.image_size = int(collection.build.get("image_size") or model.image_size)
+
+    # ---------------------------------------------------------------- helpers
+    def _need_patch(self, what: str):
+        if self.patch is None:
+            raise IndexNotFoundError(f"{what} needs a patch index, and {self.collection.path} has none; "
+                                     "build it with `tipsv2 index build --patches`")
+        return self.patch
+
+    def _encode_image(self, path: str, patches: bool):
+        return self.model.encode_images([path], image_size=self.image_size, progress=False, with_patches=patches)
+
+    def _text_vector(self, text: str) -> np.ndarray:
+        if self.model.tokenizer is None:
+            from ..errors import TipsV2Error
+
+            raise TipsV2Error(f"model {self.model.name!r} has no tokenizer, so it cannot embed text queries")
+        return self.model.encode_texts([text])[0]
+
+    def _hits(self, ids: np.ndarray, scores: np.ndarray) -> list[dict[str, Any]]:
+        keep = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0 and np.isfinite(s)]
+        index = self.glob if self.glob is not None else self.patch
+        records = index.records([i for i, _ in keep]) if keep else []
+        return [{"rank": n + 1, "id": i, "path": (r or {}).get("path"), "score": round(s, 6)}
+                for n, ((i, s), r) in enumerate(zip(keep, records))]
+
+    def _region(self, hit: dict[str, Any], row: int, col: int) -> dict[str, Any]:
+        from .html import patch_box
+
+        size = image_size(hit["path"]) if hit.get("path") else None
+        box = [round(v, 2) for v in patch_box(size, tuple(self.patch.grid), row, col)] if size else None
+        return {"row": int(row), "col": int(col), "box": box}
+
+    def _heatmaps(self, hits: list[dict[str, Any]], vector: np.ndarray | None) -> None:
+        if self.patch is None or vector is None:
+            return
+        for hit in hits:
+            if hit.get("path") and self.patch.contains(hit["path"]):
+                hit["heatmap"] = np.round(np.asarray(self.patch.heatmap(vector, hit["id"]), np.float32), 4).tolist()
+
+    # ---------------------------------------------------------------- queries
+    def run(self, query: Query, k: int = 10, *, heatmaps: bool = False) -> dict[str, Any]:
+        """Answer one query; returns its entry of the report's ``queries`` list."""
+        entry: dict[str, Any] = {"type": query.type, "text": query.text, "image": query.image,
+                                 "box": list(query.box) if query.box else None,
+                                 "mode": "regions" if query.regions else "images"}
+        vector: np.ndarray | None = None  # the single vector a heatmap is drawn for
+        if query.text is not None:
+            vector = self._text_vector(query.text)
+            if query.regions:
+                hits = self._region_hits(self._need_patch("--regions").search_regions(vector[None], k)[0])
+                entry["method"] = "patch regions"
+            elif self.glob is not None:
+                res = self.glob.search(vector[None], k)
+                hits, entry["method"] = self._hits(res.ids[0], res.scores[0]), f"global {self.glob.kind}"
+            else:
+                res = self.patch.search_images(vector[None], k)
+                hits, entry["method"] = self._hits(res.ids[0], res.scores[0]), "best patch"
+        else:
+            hits, vector, entry["method"] = self._image_query(query, k)
+        if heatmaps:
+            self._heatmaps(hits, vector)
+        entry["results"] = hits
+        return entry
+
+    def _image_query(self, query: Query, k: int):
+        path = os.fspath(query.image)
+        if query.box is None and not query.regions and not query.maxsim and self.glob is not None:
+            emb = self._encode_image(path, patches=False)
+            res = self.glob.search(emb.select(self.glob.kind), k)
+            return self._hits(res.ids[0], res.scores[0]), None, f"global {self.glob.kind}"
+        patch = self._need_patch("--box, --regions and --maxsim" if self.glob is not None else "this query")
+        emb = self._encode_image(path, patches=True)
+        grid_patches = emb.patches[0]
+        if query.box is None and not query.regions:
+            res = patch.search_maxsim(grid_patches, k)
+            return self._hits(res.ids[0], res.scores[0]), None, "maxsim"
+        size = image_size(path)
+        box = query.box if query.box is not None else (0.0, 0.0, float(size[0]), float(size[1]))
+        vector = self._box_vector(grid_patches, box, size)
+        if query.regions:
+            hits = patch.search_box_regions(grid_patches, box, size, k)
+            return self._region_hits(hits), vector, "box regions"
+        res = patch.search_box_images(grid_patches, box, size, k)
+        return self._hits(res.ids[0], res.scores[0]), vector, "box maxsim"
+
+    def _box_vector(self, grid_patches: np.ndarray, box, size) -> np.ndarray:
+        from . import box_to_cells
+        from ..embeddings import l2_normalize
+
+        r0, r1, c0, c1 = box_to_cells(box, size, grid_patches.shape[:2])
+        return l2_normalize(grid_patches[r0:r1, c0:c1].reshape(-1, grid_patches.shape[-1]).mean(axis=0))
+
+    def _region_hits(self, regions) -> list[dict[str, Any]]:
+        hits = []
+        for n, r in enumerate(regions):
+            hit = {"rank": n + 1, "id": int(r.image_id), "path": r.path, "score": round(float(r.score), 6)}
+            hit["region"] = self._region(hit, r.row, r.col)
+            hits.append(hit)
+        return hits
+
+    def report(self, entries: list[dict[str, Any]], k: int) -> dict[str, Any]:
+        """The whole ``--json`` document for a list of answered queries."""
+        return {
+            "index": str(self.collection.path),
+            "model": self.model.name,
+            "trained": bool(self.model.meta.get("trained", True)),
+            "kind": self.glob.kind if self.glob is not None else None,
+            "patches": self.patch is not None,
+            "k": k,
+            "queries": entries,
+        }
+
+
+def resolve_model_ref(collection: Collection, explicit: str | None) -> str:
+    """Which model to load for queries: ``--model``, else the one the build recorded."""
+    if explicit:
+        return explicit
+    if collection.model_ref:
+        ref = collection.model_ref
+        return ref if not os.path.isabs(ref) or Path(ref).exists() else collection.build["model"]["name"]
+    from .manifest import read_manifest
+
+    path = collection.global_path or collection.patch_path
+    name = read_manifest(path).model_name
+    if not name:
+        raise IndexNotFoundError(f"{collection.path} does not record its model; pass --model")
+    return name
+
+
+__all__ = ["Query", "Searcher", "image_size", "parse_box", "resolve_model_ref"]
