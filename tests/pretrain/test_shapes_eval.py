@@ -32,7 +32,6 @@ def test_confusion_miou_by_hand():
 
 
 def test_evaluate_shapes_runs_on_a_random_model(tiny_model):
-    pytest.importorskip("tipsv2_sdk.segmentation")
     result = evaluate_shapes(tiny_model, n_val=12, n_train=24, size=56)
     data = result.to_dict()
     for key in ("seg_miou", "t2i_r1_long_cls2", "i2t_r1_long_cls2", "t2i_r1_alt_cls1", "knn_acc_cls1"):
