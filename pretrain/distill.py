@@ -33,8 +33,8 @@ from .ema import ema_update, frozen_copy
 from .heads import TipsHeads
 from .losses import ContrastiveLoss, DINOLoss, IBOTPatchLoss
 from .masking import MASK_MODES
-from .objective import (ObjectiveOutput, contrastive_terms, decay_groups, example_masks, num_prefix_tokens,
-                        pack_terms, patch_size)
+from .objective import (ObjectiveOutput, contrastive_terms, decay_groups, example_masks, mean_entropy,
+                        num_prefix_tokens, pack_terms, patch_size)
 from .schedules import ema_momentum, teacher_temperature
 
 if TYPE_CHECKING:
@@ -191,7 +191,7 @@ class DistillObjective(nn.Module):
             crops = torch.cat([c.view(images.shape[0], -1, c.shape[-1]) for c in student_cls], dim=1)
             dino = self.dino_loss(self.heads.cls_head()(crops), probs)
             total = total + cfg.dino_weight * dino
-            values["dino"] = dino
+            values.update(dino=dino, dino_teacher_entropy=mean_entropy(probs))
             if self.training:
                 self.dino_loss.update_center(t_logits)
         if cfg.use_ibot:
@@ -208,7 +208,7 @@ class DistillObjective(nn.Module):
             probs = self.ibot_loss.teacher_probs(t_patch, tau_t)
             ibot = self.ibot_loss(self.heads.patch_head()(student[:, self.prefix:]), probs, mask)
             total = total + cfg.ibot_weight * ibot
-            values.update(ibot=ibot, mask_ratio=mask.float().mean())
+            values.update(ibot=ibot, ibot_teacher_entropy=mean_entropy(probs), mask_ratio=mask.float().mean())
             if self.training:
                 self.ibot_loss.update_center(t_patch, mask)
         values["loss"] = total

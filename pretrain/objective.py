@@ -51,7 +51,8 @@ class ObjectiveConfig:
     ibot_weight: float = 2.0  # β, patch self-distillation
     koleo_weight: float = 0.0  # KoLeo on the student's full-view CLS1 (not used by the paper)
     ibot_all_tokens: bool = True  # True = iBOT++ (every patch token), False = original iBOT (masked only)
-    multi_granularity: bool = True  # CLS2 caption drawn among caption_sources; False = always the first one
+    multi_granularity: bool = True  # CLS2 caption drawn among caption_sources; False = always the first
+    # listed source the example has (the single-synthetic-caption setting of TIPS v1: PaliGemma-like "short")
     caption_sources: tuple[str, ...] = ("short", "long")  # synthetic caption keys (PaliGemma-like, Gemini-like)
     caption_probs: tuple[float, ...] = (0.5, 0.5)  # draw probabilities of caption_sources (not stated: 50/50)
     teacher: str = "head_ema"  # "head_ema" (TIPSv2: EMA heads, shared encoder) | "full_ema" (EMA encoder + heads)
@@ -155,6 +156,11 @@ def decay_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) -> 
     return [g for g in groups if g["params"]]
 
 
+def mean_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Mean entropy (nats) of teacher distributions: ln K = collapse to uniform, 0 = one-hot."""
+    return -(probs * torch.log(probs.clamp(min=1e-12))).sum(-1).mean()
+
+
 def pack_terms(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
     """Tensors -> python floats with a single device sync."""
     keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
@@ -198,6 +204,13 @@ class TipsV2Objective(nn.Module):
         self.ibot_loss = (IBOTPatchLoss(cfg.head_prototypes, cfg.student_temp, cfg.center_momentum,
                                         all_tokens=cfg.ibot_all_tokens) if cfg.use_ibot else None)
         self.koleo_loss = KoLeoLoss() if cfg.koleo_weight > 0 else None
+
+    def train(self, mode: bool = True) -> TipsV2Objective:
+        """Switch the student; an EMA encoder copy stays in eval mode (deterministic targets)."""
+        super().train(mode)
+        if self.teacher_encoder is not None:
+            self.teacher_encoder.eval()
+        return self
 
     # ------------------------------------------------------------------ schedules
     def teacher_temp(self, step: int) -> float:
@@ -263,7 +276,7 @@ class TipsV2Objective(nn.Module):
                 s_logits = self.heads.cls_head()(masked[:, 0]).unsqueeze(1)
             dino = self.dino_loss(s_logits, probs)
             total = total + cfg.dino_weight * dino
-            values["dino"] = dino
+            values.update(dino=dino, dino_teacher_entropy=mean_entropy(probs))
             if self.training:
                 self.dino_loss.update_center(t_logits)
         if cfg.use_ibot:
@@ -273,7 +286,7 @@ class TipsV2Objective(nn.Module):
             s_patch = self.heads.patch_head()(masked[:, self.prefix:])
             ibot = self.ibot_loss(s_patch, probs, mask)
             total = total + cfg.ibot_weight * ibot
-            values["ibot"] = ibot
+            values.update(ibot=ibot, ibot_teacher_entropy=mean_entropy(probs))
             if self.training:
                 self.ibot_loss.update_center(t_patch, mask)
         if self.koleo_loss is not None:

@@ -72,7 +72,9 @@ def test_twenty_step_run_decreases_the_loss(tiny):
     assert all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     first = history[0]
-    assert {"clip_cls1", "clip_cls2", "dino", "ibot", "temperature", "teacher_temp", "loss", "mask_ratio"} <= set(first)
+    assert {"clip_cls1", "clip_cls2", "dino", "ibot", "temperature", "teacher_temp", "loss", "mask_ratio",
+            "dino_teacher_entropy", "ibot_teacher_entropy"} <= set(first)
+    assert 0.0 < first["dino_teacher_entropy"] <= np.log(64) + 1e-4  # between one-hot and uniform over K = 64
     assert first["mask_ratio"] == pytest.approx(12 / 16)  # 0.75 of the 4x4 grid
     assert first["teacher_temp"] == pytest.approx(0.04) and history[-1]["teacher_temp"] == pytest.approx(0.07)
     assert history[0]["momentum"] == pytest.approx(0.994) and history[-1]["momentum"] > 0.999
