@@ -201,7 +201,7 @@ def zero_shot_segment(
         raise ValueError(f"features must be one of {', '.join(FEATURES)}, not {features!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    text = torch.from_numpy(label_embeddings(model, labels, templates, default=DEFAULT_SEGMENTATION))
+    text = torch.from_numpy(label_embeddings(model, labels, templates, default=DEFAULT_SEGMENTATION)).to(model.device)
     rgb = load_rgb(image)
     height, width = rgb.height, rgb.width
     if mode == "whole":
@@ -210,7 +210,7 @@ def zero_shot_segment(
             feats = dense_features(model, pixels, features)[0].float()
         cos = torch.einsum("hwd,cd->chw", F.normalize(feats, dim=-1), text)
         logits = F.interpolate(cos[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-        probs = torch.softmax(logits / temp, dim=0)
+        probs = torch.softmax(logits / temp, dim=0).cpu()
         windows = 1
     else:
         step = (3 * size) // 4 if stride is None else int(stride)
@@ -232,8 +232,8 @@ def _slide(model: TipsV2, rgb: Image.Image, text: torch.Tensor, size: int, strid
     pixels = _pil_to_tensor(resized)
     boxes = sliding_windows(rh, rw, size, stride)
     num_classes = text.shape[0]
-    acc = torch.zeros(num_classes, rh, rw)
-    count = torch.zeros(rh, rw)
+    acc = torch.zeros(num_classes, rh, rw, device=text.device)  # accumulated where the model runs
+    count = torch.zeros(rh, rw, device=text.device)
     for start in range(0, len(boxes), batch_size):
         chunk = boxes[start : start + batch_size]
         crops = torch.stack([pixels[:, y1:y2, x1:x2] for y1, y2, x1, x2 in chunk])  # same shape for all
@@ -250,9 +250,9 @@ def _slide(model: TipsV2, rgb: Image.Image, text: torch.Tensor, size: int, strid
         out = torch.empty(num_classes, height, width)
         for c in range(0, num_classes, 16):
             out[c : c + 16] = F.interpolate(acc[None, c : c + 16], size=(height, width), mode="bilinear",
-                                            align_corners=False)[0]
-        acc = out
-    return acc, len(boxes)
+                                            align_corners=False)[0].cpu()
+        return out, len(boxes)
+    return acc.cpu(), len(boxes)
 
 
 @torch.inference_mode()
@@ -274,12 +274,12 @@ def similarity_map(
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text must be a non-empty string")
     if templates is None:
-        query = torch.from_numpy(model.encode_texts([text]))
+        query = torch.from_numpy(model.encode_texts([text])).to(model.device)
     else:
-        query = torch.from_numpy(label_embeddings(model, [text], templates))
+        query = torch.from_numpy(label_embeddings(model, [text], templates)).to(model.device)
     pixels = torch.from_numpy(load_pixels(load_rgb(image), size))[None]
     feats = F.normalize(dense_features(model, pixels, features)[0].float(), dim=-1)
-    return (feats @ query[0]).numpy().astype(np.float32)
+    return (feats @ query[0]).cpu().numpy().astype(np.float32)
 
 
 __all__ = ["zero_shot_segment", "SegmentationResult", "sliding_windows", "short_side_shape", "dense_features",
