@@ -36,10 +36,12 @@ class TrainResult:
     bad_images: int
     last: dict[str, float] = field(default_factory=dict)
     first: dict[str, float] = field(default_factory=dict)
+    parameters: dict[str, int] = field(default_factory=dict)
+    peak_rss_mb: float = 0.0
 
 
 class MetricsWriter:
-    """JSON Lines on rank 0; on resume, lines from steps that will be re-run are dropped."""
+    """JSON Lines on rank 0 (line "step" = steps done); on resume, lines of steps to be re-run are dropped."""
 
     def __init__(self, path: Path, start_step: int, enabled: bool):
         self.path, self.enabled = path, enabled
@@ -49,7 +51,7 @@ class MetricsWriter:
         kept = []
         if start_step > 0 and path.is_file():
             kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) < start_step]
+                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
         from ..io import atomic_write
 
         with atomic_write(path, "w") as handle:
@@ -65,6 +67,21 @@ def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True)
+
+
+def parameter_counts(objective: torch.nn.Module) -> dict[str, int]:
+    """Parameters updated by the optimizer vs all parameters the run holds (EMA copies, frozen teacher)."""
+    params = list(objective.parameters())
+    return {"trainable": sum(p.numel() for p in params if p.requires_grad), "held": sum(p.numel() for p in params)}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB); a fresh process gives the run's own peak."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def _export(cfg: TrainConfig, network, tokenizer, spec, out: Path, step: int, summary: dict) -> Path:
@@ -110,6 +127,7 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} pieces but the text tower only "
                           f"{network.config.text_config.vocab_size}; raise model.vocab_size")
     objective = build.build_objective(cfg, network, total, teacher).to(env.device).train()
+    counts = parameter_counts(objective)  # before any sharding
 
     ckpt = None
     if resume:
@@ -184,14 +202,16 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
 
     export_dir = None
     summary = {"steps": step, "elapsed_s": state.elapsed_s, "stopped_early": stopped_early,
-               "bad_images": bad_images, "final": {k: v for k, v in last.items() if isinstance(v, float)}}
+               "bad_images": bad_images, "final": {k: v for k, v in last.items() if isinstance(v, float)},
+               "parameters": counts, "peak_rss_mb": peak_rss_mb(), "world_size": env.world_size}
     network = launch.export_network(module, env, cfg.distributed.strategy)
     if env.is_main:
         export_dir = _export(cfg, network, tokenizer, spec, out / cfg.export_name, step, summary)
         (out / "train_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     launch.barrier(env)
     return TrainResult(steps=step, export_dir=export_dir, metrics_file=metrics_path, elapsed_s=state.elapsed_s,
-                       stopped_early=stopped_early, bad_images=bad_images, last=last, first=first)
+                       stopped_early=stopped_early, bad_images=bad_images, last=last, first=first,
+                       parameters=counts, peak_rss_mb=summary["peak_rss_mb"])
 
 
-__all__ = ["train", "TrainResult", "MetricsWriter"]
+__all__ = ["train", "TrainResult", "MetricsWriter", "parameter_counts", "peak_rss_mb"]

@@ -1,0 +1,87 @@
+"""``tipsv2 pretrain``: train (default command), params, ablate --smoke; user errors exit 2."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+import tipsv2_sdk
+from tipsv2_sdk.cli.app import cli
+
+TINY = str(Path(__file__).resolve().parents[2] / "pretrain" / "configs" / "tiny_test.yaml")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, ["pretrain", *args], catch_exceptions=False)
+
+
+def test_train_is_the_default_command_and_resumes(tmp_path):
+    result = invoke("--config", TINY, f"output_dir={tmp_path}", "schedule.steps=2", "checkpoint.every_steps=1")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2 and Path(summary["export_dir"]).is_dir()
+    assert tipsv2_sdk.load(summary["export_dir"]).meta["trained"] is True
+    # A longer schedule continues from the step-2 checkpoint instead of starting over.
+    again = invoke("train", "--config", TINY, f"output_dir={tmp_path}", "schedule.steps=3", "--resume")
+    assert again.exit_code == 0, again.output
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+
+
+def test_print_config_applies_overrides():
+    result = invoke("--config", TINY, "optim.lr=0.5", "--print-config")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["optim"]["lr"] == 0.5
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path):
+    for args, needle in [
+        (("--config", TINY, "optim.lrr=1"), "optim.lrr"),
+        (("--config", TINY, "data.batch_size=many"), "data.batch_size"),
+        (("--config", str(tmp_path / "none.yaml")), "not found"),
+        (("--config", TINY, f"output_dir={tmp_path}", "--resume-from", str(tmp_path)), "not a checkpoint"),
+        (("--config", TINY, "data.global_crop_size=50"), "multiple of the patch size"),
+        (("--config", TINY, "distill.enabled=true"), "distill.teacher"),
+        (("params", "--variant", "nope"), "nope"),
+    ]:
+        result = CliRunner().invoke(cli, ["pretrain", *args])
+        assert result.exit_code == 2, (args, result.output)
+        assert needle in result.output and "Traceback" not in result.output
+
+
+def test_params_counts_head_only_vs_full_ema():
+    from tipsv2_sdk.pretrain.params import training_parameter_counts
+
+    result = invoke("params", "--variant", "tipsv2-b14", "--json")
+    assert result.exit_code == 0
+    counts = json.loads(result.stdout)
+    assert counts == json.loads(json.dumps(training_parameter_counts("tipsv2-b14")))
+    assert counts["full_ema"] > counts["head_ema"] > 0 and 0 < counts["reduction"] < 1
+    text = invoke("params", "--variant", "tipsv2-s14")
+    assert "fewer" in text.output and "counted:" in text.output
+
+
+def test_ablate_smoke_writes_results_table_and_plot(tmp_path):
+    docs = tmp_path / "docs" / "ablation.md"
+    result = invoke("ablate", "--smoke", "--out", str(tmp_path / "runs"), "--docs", str(docs))
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "runs" / "results.json").read_text())
+    assert [r["key"] for r in results["rungs"]] == ["tips", "ibot_pp", "captions", "tipsv2", "distill"]
+    by_key = {r["key"]: r["mean"] for r in results["rungs"]}
+    # head-only EMA holds no encoder copy; the distilled student trains fewer parameters
+    assert by_key["tipsv2"]["held_params"] < by_key["captions"]["held_params"]
+    assert by_key["distill"]["trainable_params"] < by_key["tipsv2"]["trainable_params"]
+    for row in results["rungs"]:
+        assert 0.0 <= row["mean"]["seg_miou"] <= 1.0 and row["mean"]["steps"] == 3
+    text = docs.read_text()
+    assert "+ iBOT++" in text and "17.6" in text and "(agrees)" in text or "(disagrees)" in text
+    assert docs.with_suffix(".png").stat().st_size > 1000
+
+
+def test_python_dash_m_runs_the_same_group():
+    proc = subprocess.run([sys.executable, "-m", "tipsv2_sdk.pretrain", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "ablate" in proc.stdout and "params" in proc.stdout

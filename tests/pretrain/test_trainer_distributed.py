@@ -1,0 +1,64 @@
+"""Two gloo ranks under torchrun train exactly like one process with the doubled batch."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tipsv2_sdk.pretrain.config import load_config
+from tipsv2_sdk.pretrain.trainer import train
+
+TINY = Path(__file__).resolve().parents[2] / "pretrain" / "configs" / "tiny_test.yaml"
+STEPS = 2
+COMMON = [f"schedule.steps={STEPS}", "data.batch_size=8", "checkpoint.every_steps=100"]
+
+
+def torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tipsv2_sdk.pretrain", "--config", str(TINY), f"output_dir={out}", *COMMON, *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("single")
+    train(load_config(TINY, [f"output_dir={out}", *COMMON]))
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_match_one_rank_with_double_batch(single, tmp_path, strategy):
+    out = tmp_path / strategy
+    proc = torchrun(out, f"distributed.strategy={strategy}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = rows(single / "metrics.jsonl"), rows(out / "metrics.jsonl")
+    assert [r["step"] for r in two] == list(range(1, STEPS + 1))
+    for a, b in zip(one, two):  # rank-averaged terms == single-process terms on the concatenated batch
+        for key in ("loss", "clip_cls1", "clip_cls2", "dino", "ibot", "mask_ratio"):
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+    # Same gradients -> same weights after the optimizer steps (student, heads, EMA teacher, centres).
+    ckpt = f"checkpoints/step_{STEPS:08d}/objective.safetensors"
+    sa, sb = load_file(str(single / ckpt)), load_file(str(out / ckpt))
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        np.testing.assert_allclose(sb[key].numpy(), sa[key].numpy(), rtol=1e-3, atol=1e-5, err_msg=key)
+    ma, mb = load_file(str(single / "model/model.safetensors")), load_file(str(out / "model/model.safetensors"))
+    assert all(torch.allclose(ma[k], mb[k], rtol=1e-3, atol=1e-5) for k in ma)
+
+
+def test_batch_must_split_over_ranks(tmp_path):
+    proc = torchrun(tmp_path, "data.batch_size=7")
+    assert proc.returncode != 0
+    assert "data.batch_size" in proc.stderr and "divisible" in proc.stderr
