@@ -377,13 +377,17 @@ def demo(out, k, as_json, model_name, device):
     from .demo import run_demo
 
     model = load_model(model_name, device=device)
+    untrained = model.meta.get("trained") is False
+    if not as_json:
+        click.echo(f"demo: model {model.name}" + ("  [RANDOM WEIGHTS: not trained]" if untrained else "")
+                   + f"; indexing the bundled sample images into {out / 'index'}")
     report = run_demo(model, out, k=k, model_ref=model_ref(model_name), progress=not as_json)
     if as_json:
         echo_json(report)
     else:
         print_results(report)
         click.echo(f"results page: {report['html']}")
-        if not report["trained"]:
+        if untrained:
             click.echo(f"RANDOM WEIGHTS: {report['model']} is a randomly initialised placeholder, so these rankings "
                        "only show the pipeline working, not TIPSv2's quality.")
 
