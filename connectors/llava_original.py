@@ -20,13 +20,21 @@ name is stored in the LLM's ``config.json`` and resolved again when LLaVA reload
 that LLaVA's ``cls_patch`` means "keep all tokens" for CLIP; with TIPSv2 that is ``full``.
 ``mm_vision_select_layer`` may be an int (LLaVA) or a list of ints (concatenated on channels).
 
-Shims for recent transformers (``register_with_llava(compat=True)``, the default): llava-torch
-1.2.2.post1 imports and trains unchanged on transformers 5, but its ``LlavaLlamaForCausalLM.forward``
-(and the Mistral / MPT variants) has no ``**kwargs``, so ``generate`` fails with "unexpected
-keyword argument 'cache'" (transformers >= 4.38 passes ``cache_position``; 5.x also ``cache`` and
-``logits_to_keep``). The shim wraps those ``forward`` methods to map ``cache`` to LLaVA's
-``past_key_values`` and drop the two optimisation-only arguments. It is a no-op on the
-transformers version llava-torch pins, and ``unregister_from_llava`` removes it.
+Shims for transformers 5 (``register_with_llava(compat=True)``, the default; code and details in
+``connectors/llava_compat.py``): llava-torch 1.2.2.post1 pins transformers 4.36.2, but its model
+code imports and runs on transformers 5. Three API changes need shims, each a no-op where the
+installed transformers still has the old API, and all removed by ``unregister_from_llava()``:
+
+* ``generate``: LLaVA's causal LM ``forward`` methods take no ``**kwargs``; 5.x passes ``cache``
+  (and ``cache_position`` / ``logits_to_keep``). Mapped to ``past_key_values`` / dropped.
+* ``llava.train`` imports ``ALL_LAYERNORM_LAYERS``, ``get_parameter_names`` and ``has_length``
+  from ``transformers.trainer``; they are re-exported there from their 5.x homes.
+* ``LLaVATrainer``: ``tokenizer=`` becomes ``processing_class=``, ``_get_train_sampler`` accepts
+  the dataset argument, ``_save_checkpoint`` drops ``metrics``.
+
+With these, LLaVA's own ``train()`` (projector pre-training and LoRA fine-tuning),
+``load_pretrained_model``, ``process_images`` and ``generate`` run with a TIPSv2 tower. LLaVA's
+training code still needs its own optional dependency ``deepspeed`` (``maybe_zero_3``).
 """
 from __future__ import annotations
 
@@ -36,6 +44,7 @@ import json
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,24 +296,10 @@ def _projector_builder(original: Callable) -> Callable:
             return build_llava_projector(projector_type, config.mm_hidden_size, config.hidden_size, prefix)
         return original(config, delay_load=delay_load, **kwargs)
 
-    build_vision_projector._tipsv2_original = original
     return build_vision_projector
 
 
-def _forward_shim(original: Callable) -> Callable:
-    @functools.wraps(original)
-    def forward(self, *args: Any, cache: Any = None, cache_position: Any = None, logits_to_keep: Any = None, **kwargs):
-        if cache is not None and kwargs.get("past_key_values") is None:
-            kwargs["past_key_values"] = cache
-        return original(self, *args, **kwargs)
-
-    forward._tipsv2_original = original
-    return forward
-
-
-def _patch_targets(compat: bool) -> list[tuple[Any, str, Callable]]:
-    import importlib
-
+def _patch_targets(compat: bool, import_missing: bool = True) -> list[tuple[Any, str, Callable]]:
     import llava.model.llava_arch as arch
     import llava.model.multimodal_encoder.builder as encoder_builder
     import llava.model.multimodal_projector.builder as projector_builder
@@ -316,16 +311,9 @@ def _patch_targets(compat: bool) -> list[tuple[Any, str, Callable]]:
         (projector_builder, "build_vision_projector", _projector_builder),
     ]
     if compat:
-        for module_name, class_name in (
-            ("llava.model.language_model.llava_llama", "LlavaLlamaForCausalLM"),
-            ("llava.model.language_model.llava_mistral", "LlavaMistralForCausalLM"),
-            ("llava.model.language_model.llava_mpt", "LlavaMptForCausalLM"),
-        ):
-            try:
-                cls = getattr(importlib.import_module(module_name), class_name)
-            except (ImportError, AttributeError):  # variant absent from this llava release
-                continue
-            targets.append((cls, "forward", _forward_shim))
+        from . import llava_compat
+
+        targets += llava_compat.patch_targets(import_missing=import_missing)
     return targets
 
 
@@ -335,23 +323,25 @@ def register_with_llava(compat: bool = True) -> Callable[[], None]:
     Patches ``build_vision_tower`` and ``build_vision_projector`` in ``llava.model.llava_arch`` (the
     names ``LlavaMetaModel`` calls) and in their builder modules; other tower names and projector
     types go to LLaVA's own builders. The projector hook adds ``<type>+cls`` projectors and a clear
-    error for an ``identity`` projector whose widths differ. ``compat`` adds the generation shim
-    described in the module docstring. Idempotent; ``unregister_from_llava()`` undoes everything.
+    error for an ``identity`` projector whose widths differ. ``compat`` adds the transformers-5
+    shims described in the module docstring. Idempotent; ``unregister_from_llava()`` undoes everything.
     """
+    from .llava_compat import install
+
     for owner, attr, wrap in _patch_targets(compat):
-        current = getattr(owner, attr)
-        if not hasattr(current, "_tipsv2_original"):
-            setattr(owner, attr, wrap(current))
+        install(owner, attr, wrap)
     return unregister_from_llava
 
 
 def unregister_from_llava() -> None:
-    """Restore LLaVA's own builders and ``forward`` methods."""
-    for owner, attr, _ in _patch_targets(compat=True):
-        current = getattr(owner, attr)
-        original = getattr(current, "_tipsv2_original", None)
-        if original is not None:
-            setattr(owner, attr, original)
+    """Restore LLaVA's own builders, methods and ``transformers.trainer``'s namespace."""
+    from . import llava_compat
+
+    llava_compat.remove_trainer_aliases()
+    if "llava.model.llava_arch" not in sys.modules:  # never registered: nothing else to undo
+        return
+    for owner, attr, _ in _patch_targets(compat=True, import_missing=False):
+        llava_compat.restore(owner, attr)
 
 
 __all__ = [
