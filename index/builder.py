@@ -53,7 +53,7 @@ class BuildOptions:
     dtype: str = "float16"  # stored vectors
     pooling: int = 1  # patch pooling (p x p)
     pq: int | None = None  # patch PQ bytes; None = automatic
-    template: str | None = None  # index dir whose trained quantizer shards share
+    template: str | None = None  # index (or build) dir whose trained quantizer the shards share
     max_pixels: int = DEFAULT_MAX_PIXELS
     autocast: bool = False
     restart: bool = False  # discard an interrupted build instead of resuming it
@@ -105,6 +105,13 @@ def _open_or_create(out: Path, model, options: BuildOptions, image_size: int):
     """The (global, patch) indexes to fill: opened if present (model checked), else created empty."""
     from . import GlobalIndex, PatchIndex
 
+    def template(sub: str) -> str | None:
+        # A build directory as template: each index uses its namesake's trained quantizer.
+        if options.template is None:
+            return None
+        nested = Path(options.template) / sub
+        return os.fspath(nested if nested.is_dir() else options.template)
+
     glob = patch = None
     if options.kind is not None:
         path = out / GLOBAL_DIR
@@ -113,7 +120,7 @@ def _open_or_create(out: Path, model, options: BuildOptions, image_size: int):
         else:
             glob = GlobalIndex.create(path, model=model, kind=options.kind, factory=options.index_type,
                                       memory_budget=options.memory_budget, dtype=options.dtype,
-                                      template=options.template)
+                                      template=template(GLOBAL_DIR))
     if options.patches:
         path = out / PATCH_DIR
         grid = (image_size // model.patch_size,) * 2
@@ -122,7 +129,7 @@ def _open_or_create(out: Path, model, options: BuildOptions, image_size: int):
         else:
             patch = PatchIndex.create(path, model=model, grid=grid, pooling=options.pooling, pq=options.pq,
                                       factory=options.patch_index_type, memory_budget=options.memory_budget,
-                                      dtype=options.dtype, template=options.template)
+                                      dtype=options.dtype, template=template(PATCH_DIR))
     return glob, patch
 
 

@@ -160,13 +160,10 @@ def build(inputs, out, kind, patches, batch_size, workers, chunk_size, image_siz
     from .shard import parse_shard
 
     global_kind, want_patches = _kinds(kind, patches)
-    template_dir = None
-    if template is not None:
-        template_dir = template / "global" if (template / "global").is_dir() else template
     options = BuildOptions(kind=global_kind, patches=want_patches, batch_size=batch_size, workers=workers,
                            chunk_size=chunk_size, image_size=image_size, index_type=index_type,
                            patch_index_type=patch_index_type, memory_budget=parse_bytes(memory_budget), dtype=dtype,
-                           pooling=pooling, pq=pq, template=os.fspath(template_dir) if template_dir else None,
+                           pooling=pooling, pq=pq, template=os.fspath(template) if template else None,
                            restart=restart, progress=not quiet, autocast=autocast)
     the_shard = parse_shard(shard)
     collected = collect_inputs(list(inputs))  # input mistakes surface before the model loads
@@ -303,10 +300,12 @@ def merge(out, shards, strategy, on_disk, allow_partial, overwrite, as_json):
 @click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write a self-contained HTML page of the results.")
 @click.option("--heatmaps", is_flag=True, help="Include patch heatmaps in the JSON output.")
+@click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF lists to visit (default: the index's own).")
 @click.option("--model", "-m", "model_name", default=None, help="Default: the model the index was built with.")
 @device_option
 @user_errors
-def search(index_path, queries, image, box, regions, maxsim, k, as_json, html_path, heatmaps, model_name, device):
+def search(index_path, queries, image, box, regions, maxsim, k, as_json, html_path, heatmaps, nprobe, model_name,
+           device):
     """Search INDEX with text QUERIES ("a red car") or an --image (optionally a --box on it)."""
     from .collection import locate
     from .search import Query, Searcher, parse_box, resolve_model_ref
@@ -320,7 +319,7 @@ def search(index_path, queries, image, box, regions, maxsim, k, as_json, html_pa
     the_box = parse_box(box) if box is not None else None
     collection = locate(index_path)
     model = load_model(resolve_model_ref(collection, model_name), device=device)
-    searcher = Searcher(collection, model)
+    searcher = Searcher(collection, model, nprobe=nprobe)
     asked = [Query(text=q, regions=regions) for q in queries]
     if image is not None:
         asked.append(Query(image=os.path.abspath(image), box=the_box, regions=regions, maxsim=maxsim))

@@ -62,7 +62,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
 class Searcher:
     """The opened indexes of one directory plus the model that embeds queries."""
 
-    def __init__(self, collection: Collection, model, *, use_gpu: bool | None = None):
+    def __init__(self, collection: Collection, model, *, use_gpu: bool | None = None, nprobe: int | None = None):
         from . import GlobalIndex, PatchIndex
 
         self.collection = collection
@@ -70,6 +70,7 @@ class Searcher:
         self.glob = GlobalIndex.open(collection.global_path, model=model, use_gpu=use_gpu) if collection.global_path else None
         self.patch = PatchIndex.open(collection.patch_path, model=model, use_gpu=use_gpu) if collection.patch_path else None
         self.image_size = int(collection.build.get("image_size") or model.image_size)
+        self.nprobe = nprobe  # IVF lists to visit; None = the index's own setting
 
     # ---------------------------------------------------------------- helpers
     def _need_patch(self, what: str):
@@ -119,13 +120,13 @@ class Searcher:
         if query.text is not None:
             vector = self._text_vector(query.text)
             if query.regions:
-                hits = self._region_hits(self._need_patch("--regions").search_regions(vector[None], k)[0])
+                hits = self._region_hits(self._need_patch("--regions").search_regions(vector[None], k, nprobe=self.nprobe)[0])
                 entry["method"] = "patch regions"
             elif self.glob is not None:
-                res = self.glob.search(vector[None], k)
+                res = self.glob.search(vector[None], k, nprobe=self.nprobe)
                 hits, entry["method"] = self._hits(res.ids[0], res.scores[0]), f"global {self.glob.kind}"
             else:
-                res = self.patch.search_images(vector[None], k)
+                res = self.patch.search_images(vector[None], k, nprobe=self.nprobe)
                 hits, entry["method"] = self._hits(res.ids[0], res.scores[0]), "best patch"
         else:
             hits, vector, entry["method"] = self._image_query(query, k)
@@ -138,21 +139,21 @@ class Searcher:
         path = os.fspath(query.image)
         if query.box is None and not query.regions and not query.maxsim and self.glob is not None:
             emb = self._encode_image(path, patches=False)
-            res = self.glob.search(emb.select(self.glob.kind), k)
+            res = self.glob.search(emb.select(self.glob.kind), k, nprobe=self.nprobe)
             return self._hits(res.ids[0], res.scores[0]), None, f"global {self.glob.kind}"
         patch = self._need_patch("--box, --regions and --maxsim" if self.glob is not None else "this query")
         emb = self._encode_image(path, patches=True)
         grid_patches = emb.patches[0]
         if query.box is None and not query.regions:
-            res = patch.search_maxsim(grid_patches, k)
+            res = patch.search_maxsim(grid_patches, k, nprobe=self.nprobe)
             return self._hits(res.ids[0], res.scores[0]), None, "maxsim"
         size = image_size(path)
         box = query.box if query.box is not None else (0.0, 0.0, float(size[0]), float(size[1]))
         vector = self._box_vector(grid_patches, box, size)
         if query.regions:
-            hits = patch.search_box_regions(grid_patches, box, size, k)
+            hits = patch.search_box_regions(grid_patches, box, size, k, nprobe=self.nprobe)
             return self._region_hits(hits), vector, "box regions"
-        res = patch.search_box_images(grid_patches, box, size, k)
+        res = patch.search_box_images(grid_patches, box, size, k, nprobe=self.nprobe)
         return self._hits(res.ids[0], res.scores[0]), vector, "box maxsim"
 
     def _box_vector(self, grid_patches: np.ndarray, box, size) -> np.ndarray:

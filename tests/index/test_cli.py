@@ -236,3 +236,19 @@ def test_build_user_errors(folder, tiny_model_dir, tmp_path):
     user_error("index", "build", folder, tmp_path / "o", "--model", tiny_model_dir, "--memory-budget", "lots",
                match="--memory-budget")
     user_error("index", "add", tmp_path / "nothing", folder, match="nothing")
+
+
+def test_ivf_shards_share_a_template_and_merge_inverted_lists_on_disk(folder, tiny_model_dir, tmp_path):
+    common = ("--model", tiny_model_dir, "--index-type", "IVF2,Flat", "-q")
+    ok_json("index", "build", folder, tmp_path / "s0", "--shard", "0/2", *common)
+    ok_json("index", "build", folder, tmp_path / "s1", "--shard", "1/2", "--template", tmp_path / "s0", *common)
+    ok_json("index", "build", folder, tmp_path / "one", "--template", tmp_path / "s0", *common)
+    merged = ok_json("index", "merge", tmp_path / "m", tmp_path / "s0", tmp_path / "s1", "--strategy", "invlists",
+                     "--on-disk")
+    assert merged["counts"] == {"global": 8}
+    assert list((tmp_path / "m" / "global").glob("*.ivfdata"))
+    assert ok_json("index", "info", tmp_path / "m")["global"]["factory"] == "IVF2,Flat"
+    for nprobe, found in ((1, range(1, 8)), (2, [8])):  # one of two lists, then both
+        a = ok_json("search", tmp_path / "m", "a red ring", "-k", 8, "--nprobe", nprobe)["queries"][0]["results"]
+        b = ok_json("search", tmp_path / "one", "a red ring", "-k", 8, "--nprobe", nprobe)["queries"][0]["results"]
+        assert a == b and len(a) in found
