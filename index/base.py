@@ -351,9 +351,15 @@ class BaseIndex:
     def _new_faiss(self, factory: str):
         faiss = faiss_module()
         try:
-            return faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
+            index = faiss.index_factory(self.dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise ValueError(f"invalid FAISS factory string {factory!r}: {str(exc).strip().splitlines()[-1]}") from None
+        ivf = faiss.downcast_index(ivf_of(index)) if ivf_of(index) is not None else faiss.downcast_index(index)
+        if hasattr(ivf, "do_polysemous_training"):
+            # Polysemous codes only help Hamming-filtered search, which is not used; training them
+            # costs 20-30x the PQ training itself.
+            ivf.do_polysemous_training = False
+        return index
 
     def _train(self, index, x: np.ndarray) -> None:
         try:

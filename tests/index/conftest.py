@@ -41,9 +41,10 @@ def vec():
     return SimpleNamespace(clustered=clustered, exact_topk=exact_topk, recall=recall)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def single_thread():
-    """FAISS on one thread (HNSW insertion order, hence the graph, is then deterministic)."""
+    """FAISS on one thread: HNSW graphs become deterministic, and training does not thrash on
+    a shared machine (torch's thread setting otherwise leaks into FAISS's OpenMP)."""
     import faiss
 
     before = faiss.omp_get_max_threads()
