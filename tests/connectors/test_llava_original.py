@@ -193,6 +193,8 @@ def _train(monkeypatch, workspace, tower, *extra):
 
     import llava.train.train as llava_train
 
+    from tipsv2_sdk.connectors.llava_train import main
+
     try:
         import deepspeed  # noqa: F401
     except ImportError:  # LLaVA's training extra; without ZeRO-3 its gather is a plain copy
@@ -204,15 +206,15 @@ def _train(monkeypatch, workspace, tower, *extra):
         monkeypatch.setattr(llava_train, "maybe_zero_3", copy_param)
         monkeypatch.setattr(llava_trainer, "maybe_zero_3", copy_param)
     argv = [
-        "train", "--model_name_or_path", str(workspace / "lm"), "--data_path", str(workspace / "data.json"),
+        "--model_name_or_path", str(workspace / "lm"), "--data_path", str(workspace / "data.json"),
         "--image_folder", str(workspace / "images"), "--vision_tower", tower, "--mm_projector_type", "mlp2x_gelu",
         "--mm_vision_select_layer", "-2", "--mm_use_im_start_end", "False", "--mm_use_im_patch_token", "False",
         "--per_device_train_batch_size", "4", "--num_train_epochs", "3", "--logging_steps", "1",
         "--save_strategy", "no", "--report_to", "none", "--model_max_length", "256", "--use_cpu", "True",
         "--dataloader_num_workers", "0", *extra,
     ]
-    monkeypatch.setattr(sys, "argv", argv)
-    llava_train.train()
+    monkeypatch.setattr(sys, "argv", ["llava_train"])  # main() rewrites sys.argv for LLaVA's parser
+    main([*argv, "--attn_implementation", "sdpa"])
 
 
 def _losses(output_dir):

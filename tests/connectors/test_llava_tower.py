@@ -119,3 +119,16 @@ def test_image_processor_has_what_llava_reads():
     assert isinstance(processor(image, return_tensors=None)["pixel_values"], np.ndarray)
     with pytest.raises(ValueError):
         TipsV2ImageProcessor(57)
+
+
+def test_llava_train_launcher_explains_a_missing_llava():
+    import importlib.util
+
+    if importlib.util.find_spec("llava") is not None:
+        pytest.skip("llava-torch is installed here; the launcher runs in test_llava_original.py")
+    from tipsv2_sdk.connectors.llava_train import _pop_option, main
+
+    with pytest.raises(SystemExit, match="pip install --no-deps llava-torch==1.2.2.post1"):
+        main(["--version", "plain"])
+    argv = ["--a", "1", "--attn_implementation=sdpa", "--b"]
+    assert _pop_option(argv, "--attn_implementation") == "sdpa" and argv == ["--a", "1", "--b"]

@@ -50,7 +50,7 @@ def test_lora_on_tower_trains_merges_saves_and_reloads(tiny_model, tmp_path):
     assert trainable and all("lora_" in n for n in trainable)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     losses = []
-    for _ in range(10):
+    for _ in range(5):
         loss = torch.nn.functional.mse_loss(model(pixel_values=pixels).last_hidden_state, target)
         loss.backward()
         optimizer.step()
