@@ -28,7 +28,7 @@ _EXPORTS = {
     "choose_factory": "factory",
     "describe_factory": "factory",
     "DEFAULT_MEMORY_BUDGET": "factory",
-    "maxsim": "maxsim",
+    "maxsim_scores": "maxsim",
     "maxsim_exhaustive": "maxsim",
     "merge_indexes": "merge",
     "open_index": "merge",

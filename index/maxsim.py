@@ -14,7 +14,7 @@ import numpy as np
 BLOCK_ELEMENTS = 2**26
 
 
-def maxsim(query: np.ndarray, docs: np.ndarray) -> np.ndarray:
+def maxsim_scores(query: np.ndarray, docs: np.ndarray) -> np.ndarray:
     """MaxSim of one query (m, D) against ``docs`` (n, P, D) → scores (n,)."""
     query = np.asarray(query, dtype=np.float32)
     docs = np.asarray(docs)
@@ -41,7 +41,7 @@ def maxsim_exhaustive(
     """
     all_s, all_i = [], []
     for ids, docs in batches:
-        scores = maxsim(query, docs)
+        scores = maxsim_scores(query, docs)
         keep = np.argsort(-scores, kind="stable")[:k]
         all_s.append(scores[keep])
         all_i.append(np.asarray(ids, np.int64)[keep])
@@ -87,4 +87,4 @@ def approximate_candidates(
     return uniq[best], (approx[best] / m).astype(np.float32)
 
 
-__all__ = ["maxsim", "maxsim_exhaustive", "approximate_candidates"]
+__all__ = ["maxsim_scores", "maxsim_exhaustive", "approximate_candidates"]

@@ -30,7 +30,7 @@ import numpy as np
 from .base import BaseIndex, as_matrix, unit_rows
 from .errors import BoxError, IndexMismatchError
 from .global_index import SearchResult, top_k
-from .maxsim import approximate_candidates, maxsim, maxsim_exhaustive
+from .maxsim import approximate_candidates, maxsim_exhaustive, maxsim_scores
 from .store import VectorStore
 
 ID_SHIFT = 16
@@ -373,7 +373,7 @@ class PatchIndex(BaseIndex):
         exact = np.empty(len(cand), np.float32)
         step = max(1, 2**24 // (self.vectors_per_row * self.dim))
         for start in range(0, len(rows), step):
-            exact[start : start + step] = maxsim(q, self.store.take(rows[start : start + step]))
+            exact[start : start + step] = maxsim_scores(q, self.store.take(rows[start : start + step]))
         return top_k(exact[None], cand[None], k)
 
     def _box_tokens(self, query_patches: np.ndarray, box, image_size) -> np.ndarray:

@@ -20,6 +20,21 @@ def clustered(n: int, d: int, *, clusters: int = 40, seed: int = 0, spread: floa
     return x.astype(np.float32)
 
 
+def scenes(n_images: int, grid: tuple[int, int], d: int, *, seed: int = 0, per_group: int = 10) -> np.ndarray:
+    """Patch grids (n, h, w, d) of synthetic scenes: images come in groups of ``per_group`` that
+    draw their patches from a shared pool of 12 "objects", so related images share content and
+    MaxSim rankings are meaningful."""
+    rng = np.random.default_rng(seed)
+    objects = rng.normal(size=(200, d))
+    groups = rng.integers(200, size=(-(-n_images // per_group), 12))
+    members = np.repeat(np.arange(len(groups)), per_group)[:n_images]
+    p = grid[0] * grid[1]
+    picks = np.take_along_axis(groups[members], rng.integers(12, size=(n_images, p)), 1)
+    x = objects[picks] + 0.5 * rng.normal(size=(n_images, p, d))
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    return x.reshape(n_images, *grid, d).astype(np.float32)
+
+
 def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, ids: np.ndarray | None = None) -> np.ndarray:
     """Reference ids from FAISS ``IndexFlatIP``."""
     import faiss
@@ -37,8 +52,8 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
 
 @pytest.fixture(scope="session")
 def vec():
-    """``vec.clustered``, ``vec.exact_topk``, ``vec.recall``."""
-    return SimpleNamespace(clustered=clustered, exact_topk=exact_topk, recall=recall)
+    """``vec.clustered``, ``vec.scenes``, ``vec.exact_topk``, ``vec.recall``."""
+    return SimpleNamespace(clustered=clustered, scenes=scenes, exact_topk=exact_topk, recall=recall)
 
 
 @pytest.fixture(autouse=True)
