@@ -32,6 +32,7 @@ from torch import nn
 from .ema import ema_update, frozen_copy
 from .heads import TipsHeads
 from .losses import ContrastiveLoss, DINOLoss, IBOTPatchLoss
+from .losses.dino import CENTERINGS
 from .masking import MASK_MODES
 from .objective import (ObjectiveOutput, contrastive_terms, decay_groups, example_masks, mean_entropy,
                         num_prefix_tokens, pack_terms, patch_size)
@@ -68,6 +69,7 @@ class DistillConfig:
     teacher_temp_end: float = 0.07
     teacher_temp_warmup_frac: float = 0.3
     center_momentum: float = 0.9
+    centering: str = "center"  # "center" | "sinkhorn"
     ema_momentum_start: float = 0.994  # teacher-head EMA (teacher_heads="ema")
     ema_momentum_end: float = 1.0
     use_dino: bool = True
@@ -83,6 +85,8 @@ class DistillConfig:
             raise ValueError(f"unknown teacher_heads {self.teacher_heads!r} (expected one of {', '.join(TEACHER_HEADS)})")
         if self.mask_mode not in MASK_MODES:
             raise ValueError(f"unknown mask_mode {self.mask_mode!r} (expected one of {', '.join(MASK_MODES)})")
+        if self.centering not in CENTERINGS:
+            raise ValueError(f"unknown centering {self.centering!r} (expected one of {', '.join(CENTERINGS)})")
         if len(self.caption_sources) != len(self.caption_probs):
             raise ValueError("caption_sources and caption_probs must have the same length")
         for name in ("clip_weight", "dino_weight", "ibot_weight"):
@@ -131,8 +135,10 @@ class DistillObjective(nn.Module):
                 if head is not None:
                     head.in_proj = None  # the teacher's tokens already have the teacher width
         self.clip_loss = ContrastiveLoss(cfg.min_temperature)
-        self.dino_loss = DINOLoss(cfg.head_prototypes, cfg.student_temp, cfg.center_momentum) if cfg.use_dino else None
-        self.ibot_loss = (IBOTPatchLoss(cfg.head_prototypes, cfg.student_temp, cfg.center_momentum, all_tokens=True)
+        self.dino_loss = (DINOLoss(cfg.head_prototypes, cfg.student_temp, cfg.center_momentum, cfg.centering)
+                          if cfg.use_dino else None)
+        self.ibot_loss = (IBOTPatchLoss(cfg.head_prototypes, cfg.student_temp, cfg.center_momentum, all_tokens=True,
+                                        centering=cfg.centering)
                           if cfg.use_ibot else None)
         self.register_state_dict_post_hook(_drop_teacher_keys)
         self.register_load_state_dict_post_hook(_ignore_missing_teacher_keys)
@@ -205,7 +211,7 @@ class DistillObjective(nn.Module):
                 mask = torch.zeros(full.shape[0], full.shape[1] - self.prefix, dtype=torch.bool, device=full.device)
             with torch.no_grad():
                 t_patch = self.teacher_heads.patch_head()(teacher[:, self.teacher_prefix:])
-            probs = self.ibot_loss.teacher_probs(t_patch, tau_t)
+            probs = self.ibot_loss.teacher_probs(t_patch, tau_t, mask)
             ibot = self.ibot_loss(self.heads.patch_head()(student[:, self.prefix:]), probs, mask)
             total = total + cfg.ibot_weight * ibot
             values.update(ibot=ibot, ibot_teacher_entropy=mean_entropy(probs), mask_ratio=mask.float().mean())

@@ -31,6 +31,7 @@ from . import distributed
 from .ema import ema_update, frozen_copy
 from .heads import TipsHeads
 from .losses import ContrastiveLoss, DINOLoss, IBOTPatchLoss, KoLeoLoss
+from .losses.dino import CENTERINGS
 from .masking import MASK_MODES, MaskGenerator, example_seed
 from .schedules import ema_momentum, teacher_temperature
 
@@ -66,6 +67,7 @@ class ObjectiveConfig:
     teacher_temp_end: float = 0.07  # τ_t after the warm-up
     teacher_temp_warmup_frac: float = 0.3  # fraction of the steps over which τ_t warms up linearly
     center_momentum: float = 0.9  # EMA momentum of the DINO and iBOT centres
+    centering: str = "center"  # teacher normalisation: "center" (paper) | "sinkhorn" (Sinkhorn-Knopp, DINOv2 ViT-g)
     ema_momentum_start: float = 0.994  # teacher-head EMA momentum at step 0 (paper: not stated)
     ema_momentum_end: float = 1.0  # ... at the last step (cosine schedule)
     mask_ratio: float = 0.75  # fraction of patches masked in the student's global view
@@ -85,6 +87,8 @@ class ObjectiveConfig:
             raise ValueError(f"unknown teacher {self.teacher!r} (expected one of {', '.join(TEACHERS)})")
         if self.mask_mode not in MASK_MODES:
             raise ValueError(f"unknown mask_mode {self.mask_mode!r} (expected one of {', '.join(MASK_MODES)})")
+        if self.centering not in CENTERINGS:
+            raise ValueError(f"unknown centering {self.centering!r} (expected one of {', '.join(CENTERINGS)})")
         if len(self.caption_sources) != len(self.caption_probs):
             raise ValueError("caption_sources and caption_probs must have the same length")
         for f in fields(self):
@@ -200,9 +204,11 @@ class TipsV2Objective(nn.Module):
             if cfg.teacher == "full_ema":
                 self.teacher_encoder = frozen_copy(model.vision_model)
         self.clip_loss = ContrastiveLoss(cfg.min_temperature)
-        self.dino_loss = DINOLoss(cfg.head_prototypes, cfg.student_temp, cfg.center_momentum) if cfg.use_dino else None
+        self.dino_loss = (DINOLoss(cfg.head_prototypes, cfg.student_temp, cfg.center_momentum, cfg.centering)
+                          if cfg.use_dino else None)
         self.ibot_loss = (IBOTPatchLoss(cfg.head_prototypes, cfg.student_temp, cfg.center_momentum,
-                                        all_tokens=cfg.ibot_all_tokens) if cfg.use_ibot else None)
+                                        all_tokens=cfg.ibot_all_tokens, centering=cfg.centering)
+                          if cfg.use_ibot else None)
         self.koleo_loss = KoLeoLoss() if cfg.koleo_weight > 0 else None
 
     def train(self, mode: bool = True) -> TipsV2Objective:
@@ -282,7 +288,7 @@ class TipsV2Objective(nn.Module):
         if cfg.use_ibot:
             with torch.no_grad():
                 t_patch = self.teacher_heads.patch_head()(teacher[:, self.prefix:])
-            probs = self.ibot_loss.teacher_probs(t_patch, tau_t)
+            probs = self.ibot_loss.teacher_probs(t_patch, tau_t, mask)
             s_patch = self.heads.patch_head()(masked[:, self.prefix:])
             ibot = self.ibot_loss(s_patch, probs, mask)
             total = total + cfg.ibot_weight * ibot

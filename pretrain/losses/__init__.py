@@ -3,5 +3,6 @@ from .contrastive import ContrastiveLoss
 from .dino import DINOLoss
 from .ibot import IBOTPatchLoss
 from .koleo import KoLeoLoss
+from .sinkhorn import sinkhorn_knopp
 
-__all__ = ["ContrastiveLoss", "DINOLoss", "IBOTPatchLoss", "KoLeoLoss"]
+__all__ = ["ContrastiveLoss", "DINOLoss", "IBOTPatchLoss", "KoLeoLoss", "sinkhorn_knopp"]

@@ -6,6 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed
+from .sinkhorn import sinkhorn_knopp
+
+CENTERINGS = ("center", "sinkhorn")
 
 
 class DINOLoss(nn.Module):
@@ -21,17 +24,24 @@ class DINOLoss(nn.Module):
     and the centre follows :math:`c \leftarrow m\,c + (1-m)\,\overline{z_t}` (batch mean over all
     ranks). The sum over crops is averaged (divided by ``M``) and the loss is averaged over the
     batch, as DINO / DINOv2 normalise it, so α does not depend on the number of crops.
+    ``centering="sinkhorn"`` replaces centre + softmax by Sinkhorn-Knopp (see ``sinkhorn.py``).
     """
 
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "center"):
         super().__init__()
+        if centering not in CENTERINGS:
+            raise ValueError(f"unknown centering {centering!r} (expected one of {', '.join(CENTERINGS)})")
         self.student_temp = student_temp
         self.center_momentum = center_momentum
+        self.centering = centering
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     @torch.no_grad()
     def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
         """(B, K) teacher logits -> centred, sharpened probabilities (no gradient)."""
+        if self.centering == "sinkhorn":
+            return sinkhorn_knopp(teacher_logits, teacher_temp)
         return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
 
     def forward(self, student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
@@ -41,6 +51,8 @@ class DINOLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher_logits: torch.Tensor) -> None:
-        """EMA of the batch-mean teacher logits, synchronised across ranks."""
+        """EMA of the batch-mean teacher logits, synchronised across ranks (unused by Sinkhorn)."""
+        if self.centering == "sinkhorn":
+            return
         batch_center = distributed.all_reduce_mean(teacher_logits.float().mean(0, keepdim=True))
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)

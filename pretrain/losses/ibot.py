@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import distributed
+from .dino import CENTERINGS
+from .sinkhorn import sinkhorn_knopp
 
 
 class IBOTPatchLoss(nn.Module):
@@ -24,21 +26,37 @@ class IBOTPatchLoss(nn.Module):
 
     The result is averaged over images (an image without masked tokens contributes 0 to iBOT).
     The centre :math:`c` is the EMA (momentum 0.9) of the mean teacher logits over the tokens
-    the loss uses, synchronised across ranks.
+    the loss uses, synchronised across ranks. ``centering="sinkhorn"`` replaces centre + softmax
+    by Sinkhorn-Knopp over the tokens the loss uses (see ``sinkhorn.py``).
     """
 
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
-                 all_tokens: bool = True):
+                 all_tokens: bool = True, centering: str = "center"):
         super().__init__()
+        if centering not in CENTERINGS:
+            raise ValueError(f"unknown centering {centering!r} (expected one of {', '.join(CENTERINGS)})")
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.all_tokens = all_tokens
+        self.centering = centering
         self.register_buffer("center", torch.zeros(1, 1, out_dim))
 
     @torch.no_grad()
-    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        """(B, N, K) teacher logits -> centred, sharpened probabilities (no gradient)."""
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
+    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float,
+                      mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N, K) teacher logits -> centred, sharpened probabilities (no gradient).
+
+        ``mask`` (B, N) selects the tokens Sinkhorn-Knopp balances for original iBOT (the masked
+        ones); the other tokens then get plain softmax targets, which the loss weights by 0.
+        """
+        if self.centering == "center":
+            return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
+        if self.all_tokens or mask is None:
+            flat = teacher_logits.reshape(-1, teacher_logits.shape[-1])
+            return sinkhorn_knopp(flat, teacher_temp).view(teacher_logits.shape)
+        probs = F.softmax(teacher_logits.float() / teacher_temp, dim=-1)
+        probs[mask] = sinkhorn_knopp(teacher_logits[mask], teacher_temp)
+        return probs
 
     def token_weights(self, mask: torch.Tensor) -> torch.Tensor:
         """(B, N) per-token weights: 1/N everywhere (iBOT++) or 1/#masked on masked tokens (iBOT)."""
@@ -55,7 +73,9 @@ class IBOTPatchLoss(nn.Module):
 
     @torch.no_grad()
     def update_center(self, teacher_logits: torch.Tensor, mask: torch.Tensor) -> None:
-        """EMA of the mean teacher logits over the tokens the loss uses (all ranks)."""
+        """EMA of the mean teacher logits over the tokens the loss uses (all ranks; unused by Sinkhorn)."""
+        if self.centering == "sinkhorn":
+            return
         used = torch.ones_like(mask) if self.all_tokens else mask
         weights = used.float().unsqueeze(-1)
         total = (teacher_logits.float() * weights).sum((0, 1), keepdim=True)

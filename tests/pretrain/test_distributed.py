@@ -70,6 +70,15 @@ WORKER = textwrap.dedent('''
         ibot.update_center(patch, mask)
         expected = torch.cat([logits[0:1], logits[3:6]]).mean(0)
         assert torch.allclose(ibot.center.flatten(), expected, atol=1e-6)
+        # Sinkhorn-Knopp over the global batch == over the concatenated rows in one process
+        from tipsv2_sdk.pretrain.losses import sinkhorn_knopp
+        q = torch.exp(logits / 0.5).t()
+        q /= q.sum()
+        for _ in range(3):
+            q /= q.sum(1, keepdim=True) * 5
+            q /= q.sum(0, keepdim=True) * 6
+        expected = (q * 6).t()
+        assert torch.allclose(sinkhorn_knopp(logits[rows], 0.5), expected[rows], atol=1e-5)
         dist.destroy_process_group()
 
 

@@ -111,3 +111,33 @@ def test_koleo_by_hand():
     assert torch.isfinite(dup.grad).all()
     with pytest.raises(ValueError, match="at least 2"):
         KoLeoLoss()(torch.ones(1, 3))
+
+
+def test_sinkhorn_balances_prototypes_and_normalises_samples():
+    from tipsv2_sdk.pretrain.losses import sinkhorn_knopp
+
+    torch.manual_seed(0)
+    logits = torch.randn(16, 4) * 0.05 + torch.tensor([0.3, 0.0, 0.0, 0.0])  # prototype 0 favoured for everyone
+    probs = sinkhorn_knopp(logits, teacher_temp=0.05, iterations=50)
+    assert torch.allclose(probs.sum(1), torch.ones(16), atol=1e-5)
+    assert torch.allclose(probs.mean(0), torch.full((4,), 0.25), atol=1e-4)  # equipartition
+    plain = torch.softmax(logits / 0.05, -1)
+    assert plain.mean(0)[0] > 0.9  # plain softmax would put almost all mass on prototype 0
+    assert torch.allclose(sinkhorn_knopp(logits + 7.0, 0.05), sinkhorn_knopp(logits, 0.05), atol=1e-6)
+    # two samples, two prototypes, mirrored preferences: each keeps its own preference
+    two = sinkhorn_knopp(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), teacher_temp=1.0)
+    assert torch.allclose(two, two.flip(0).flip(1)) and two[0, 0] > 0.5
+
+
+def test_sinkhorn_centering_in_the_losses():
+    dino = DINOLoss(4, centering="sinkhorn")
+    logits = torch.randn(8, 4)
+    assert torch.allclose(dino.teacher_probs(logits, 0.1).sum(1), torch.ones(8), atol=1e-5)
+    dino.update_center(logits)
+    assert torch.equal(dino.center, torch.zeros(1, 4))  # Sinkhorn keeps no centre
+    ibot = IBOTPatchLoss(4, all_tokens=False, centering="sinkhorn")
+    mask = torch.tensor([[True, False, True], [False, True, True]])
+    probs = ibot.teacher_probs(torch.randn(2, 3, 4), 0.1, mask)
+    assert probs.shape == (2, 3, 4) and torch.allclose(probs.sum(-1), torch.ones(2, 3), atol=1e-5)
+    with pytest.raises(ValueError, match="centering"):
+        DINOLoss(4, centering="mean")
