@@ -98,18 +98,20 @@ def test_token_embeddings_are_unit_patch_tokens(model, st_cls1):
 
 
 def test_maxsim_over_token_embeddings_matches_sdk_patches(model, st_cls1):
-    from tipsv2_sdk.index.maxsim import maxsim
+    """Late interaction: the index's MaxSim over ST token embeddings equals MaxSim computed
+    directly (mean over query patches of the best document patch) from encode_images patches."""
+    from tipsv2_sdk.index.maxsim import maxsim_scores
 
     corpus, queries = pil_images(4, seed=1), pil_images(2, seed=2)
     ref_docs = model.encode_images(corpus, progress=False).patches
     ref_query = model.encode_images(queries, progress=False).patches
+    d = ref_docs.shape[-1]
+    ref_docs = ref_docs.reshape(len(corpus), -1, d)
     docs = torch.stack(st_cls1.encode(corpus, output_value="token_embeddings")).numpy()
     query_tokens = st_cls1.encode(queries, output_value="token_embeddings")
-    d = ref_docs.shape[-1]
-    for q, ref_q in zip(query_tokens, ref_query):
-        got = maxsim(q.numpy(), docs)
-        want = maxsim(ref_q.reshape(-1, d), ref_docs.reshape(len(corpus), -1, d))
-        assert np.abs(got - want).max() <= TOL
+    for q, ref_q in zip(query_tokens, ref_query.reshape(len(queries), -1, d)):
+        want = np.einsum("md,npd->nmp", ref_q, ref_docs).max(axis=2).mean(axis=1)
+        assert np.abs(maxsim_scores(q.numpy(), docs) - want).max() <= TOL
 
 
 def test_semantic_search_answers_known_by_construction(model, st_cls1):
