@@ -138,6 +138,8 @@ def build_llava(
     vcfg = source.config
     patch = _int(vcfg.patch_size)
     size = _int(vcfg.image_size) if image_size is None else image_size
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise ValueError(f"image_size must be an int (square inputs), not {image_size!r}")
     grid_size(size, patch)
     layers = normalize_feature_layer(feature_layer, vcfg.num_hidden_layers)
     lm = _language_model(language_model)
@@ -226,11 +228,28 @@ def _tokens_by_processor(processor, height: int, width: int) -> int:
     return count - 1 if processor.vision_feature_select_strategy == "default" else count
 
 
+def _output_size(image_processor: Any) -> tuple[int, int]:
+    """Height and width of the pixel arrays an image processor produces (square resize or crop)."""
+
+    def read(size: Any, key: str) -> Any:
+        return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+    size = image_processor.size
+    if getattr(image_processor, "do_center_crop", False):
+        size = image_processor.crop_size
+    height, width = read(size, "height"), read(size, "width")
+    if height is None or width is None:  # "shortest_edge" resizing without a crop: size varies per image
+        raise ValueError(
+            "the processor's image processor does not produce a fixed size; use "
+            "tipsv2_sdk.connectors.build_llava_processor(model, tokenizer)"
+        )
+    return int(height), int(width)
+
+
 def check_processor(model: Any, processor: Any) -> None:
     """Raise ``ValueError`` if ``processor`` would expand ``<image>`` differently from what ``model`` emits."""
     config = _config(model)
-    size = processor.image_processor.size
-    height, width = int(size["height"]), int(size["width"])
+    height, width = _output_size(processor.image_processor)
     patch = _int(config.vision_config.patch_size)
     grid_size((height, width), patch)
     if processor.patch_size != patch:

@@ -115,6 +115,8 @@ def test_vision_sources(tiny_model, tiny_model_dir, lm_config):
 def test_bad_input_fails_at_build_time(tiny_model, lm_config):
     with pytest.raises(ValueError, match="not a positive multiple of the patch size 14"):
         build_llava(tiny_model, lm_config, image_size=50)
+    with pytest.raises(ValueError, match="image_size must be an int"):
+        build_llava(tiny_model, lm_config, image_size=(42, 56))
     with pytest.raises(ValueError, match="unknown feature_select 'default'"):
         build_llava(tiny_model, lm_config, feature_select="default")
     with pytest.raises(ValueError, match=r"'identity' needs the vision feature width \(32\) to equal .* \(48\)"):
@@ -147,6 +149,11 @@ def test_processor_expansion_matches_and_mismatches_are_caught(tiny_model, lm_co
         check_inputs(model, inputs["input_ids"], big["pixel_values"])
     with pytest.raises(ValueError, match="not a positive multiple"):
         build_llava_processor(model, tokenizer, image_size=45)
+    from transformers import CLIPImageProcessorPil
+
+    processor.image_processor = CLIPImageProcessorPil(size={"shortest_edge": 42}, do_center_crop=False)
+    with pytest.raises(ValueError, match="does not produce a fixed size"):
+        check_processor(model, processor)
 
 
 def test_tokenizer_id_mismatch_is_explained(tiny_model, lm_config, tokenizer):
