@@ -272,6 +272,8 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike |
         raise BuildError(f"{out} is a single index directory, not a build directory; build into a new directory")
     if out.is_file():
         raise BuildError(f"{out} is a file; the output must be a directory")
+    if out.is_dir() and not (out / BUILD_FILE).exists() and not (out / WORK_DIR).exists() and any(out.iterdir()):
+        raise BuildError(f"{out} already holds other files and is not an index; build into a new or empty directory")
     start = time.perf_counter()
     collected = inputs if isinstance(inputs, CollectedInputs) else collect_inputs(inputs)
     if not collected.paths:

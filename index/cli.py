@@ -34,6 +34,22 @@ def model_ref(name: str) -> str:
     return os.path.abspath(name) if os.path.isdir(name) else name
 
 
+def rank_device(device: str, shard: str | None, env) -> str:
+    """Under ``--shard auto``, ``--device cuda`` means this rank's GPU (``LOCAL_RANK``), as torchrun expects."""
+    if device == "cuda" and shard is not None and shard.strip().lower() == "auto" and "LOCAL_RANK" in env:
+        return f"cuda:{int(env['LOCAL_RANK'])}"
+    return device
+
+
+def _shard_out(out: Path, shard) -> Path:
+    """``{shard}`` in OUT becomes the shard number, so one command line serves every rank."""
+    if "{shard}" not in str(out):
+        return out
+    if shard is None:
+        raise UserError(f"OUT {out} contains {{shard}} but no --shard is given")
+    return Path(str(out).replace("{shard}", str(shard.index)))
+
+
 def _kinds(kind: str, patches: bool) -> tuple[str | None, bool]:
     if kind == "patch":
         return None, True
@@ -140,7 +156,8 @@ def index_group() -> None:
 @click.option("--pq", type=click.IntRange(1), default=None, help="PQ bytes per patch vector (default: automatic).")
 @click.option("--template", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Index directory whose trained quantizer the shards share.")
-@click.option("--shard", default=None, help="Build shard i/n of the input (0-based), or `auto` (RANK/WORLD_SIZE).")
+@click.option("--shard", default=None,
+              help="Build shard i/n of the input (0-based), or `auto` (RANK/WORLD_SIZE); `{shard}` in OUT becomes i.")
 @click.option("--restart", is_flag=True, help="Discard an interrupted build in OUT instead of resuming it.")
 @click.option("--autocast", is_flag=True, help="Run the model under bf16 autocast.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -166,8 +183,9 @@ def build(inputs, out, kind, patches, batch_size, workers, chunk_size, image_siz
                            pooling=pooling, pq=pq, template=os.fspath(template) if template else None,
                            restart=restart, progress=not quiet, autocast=autocast)
     the_shard = parse_shard(shard)
+    out = _shard_out(out, the_shard)
     collected = collect_inputs(list(inputs))  # input mistakes surface before the model loads
-    model = load_model(model_name, device=device)
+    model = load_model(model_name, device=rank_device(device, shard, os.environ))
     report = build_index(model, collected, out, options, shard=the_shard, model_ref=model_ref(model_name))
     if as_json:
         echo_json(report.to_dict())

@@ -261,6 +261,13 @@ def test_refuses_to_empty_an_index_when_its_inputs_vanish(tiny_model, clean_dir,
         build_index(tiny_model, tmp_path / "empty", out, BuildOptions(**OPTS))
 
 
+def test_refuses_to_write_into_a_foreign_directory(tiny_model, clean_dir, tmp_path):
+    with pytest.raises(BuildError, match="already holds other files"):
+        build_index(tiny_model, clean_dir, clean_dir, BuildOptions(**OPTS))
+    (tmp_path / "empty_out").mkdir()
+    assert build_index(tiny_model, clean_dir, tmp_path / "empty_out", BuildOptions(**OPTS)).added == 12
+
+
 def test_kinds_of_an_existing_directory_cannot_change(tiny_model, clean_dir, tmp_path):
     out = tmp_path / "out"
     build_index(tiny_model, clean_dir, out, BuildOptions(**OPTS))

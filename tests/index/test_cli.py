@@ -252,3 +252,17 @@ def test_ivf_shards_share_a_template_and_merge_inverted_lists_on_disk(folder, ti
         a = ok_json("search", tmp_path / "m", "a red ring", "-k", 8, "--nprobe", nprobe)["queries"][0]["results"]
         b = ok_json("search", tmp_path / "one", "a red ring", "-k", 8, "--nprobe", nprobe)["queries"][0]["results"]
         assert a == b and len(a) in found
+
+
+def test_one_command_line_for_every_rank(folder, tiny_model_dir, tmp_path):
+    from tipsv2_sdk.index.cli import rank_device
+
+    for rank in ("0", "1"):
+        data = ok_json("index", "build", folder, tmp_path / "idx-{shard}", "--model", tiny_model_dir, "--shard", "auto",
+                       "-q", env={"RANK": rank, "WORLD_SIZE": "2"})
+        assert data["out"] == str(tmp_path / f"idx-{rank}") and data["shard"] == f"{rank}/2"
+    assert ok_json("index", "merge", tmp_path / "idx", tmp_path / "idx-0", tmp_path / "idx-1")["counts"] == {"global": 8}
+    user_error("index", "build", folder, tmp_path / "x-{shard}", "--model", tiny_model_dir, match="{shard}")
+    assert rank_device("cuda", "auto", {"LOCAL_RANK": "3"}) == "cuda:3"
+    assert rank_device("cuda", "0/2", {"LOCAL_RANK": "3"}) == "cuda"
+    assert rank_device("cpu", "auto", {"LOCAL_RANK": "3"}) == "cpu"
