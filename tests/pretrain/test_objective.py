@@ -140,6 +140,7 @@ def test_ablation_switches(tiny):
 @pytest.mark.parametrize("bad, match", [(dict(teacher="ema"), "unknown teacher"), (dict(mask_mode="grid"), "mask_mode"),
                                         (dict(dino_weight=-1.0), "dino_weight"),
                                         (dict(caption_probs=(1.0,)), "same length"),
+                                        (dict(centering="mean"), "centering"),
                                         (dict(use_clip=False, use_dino=False, use_ibot=False), "disabled")])
 def test_config_validation(bad, match):
     with pytest.raises(ValueError, match=match):
