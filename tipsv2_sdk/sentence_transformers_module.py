@@ -232,6 +232,8 @@ def classify_inputs(inputs: Sequence[Any]) -> tuple[str, list[Any]]:
                              "(PIL image, image file path, uint8 HWC array or CHW tensor in [0, 1])")
         kinds.append(kind)
         items.append(item)
+    if not kinds:
+        return "text", []
     if len(set(kinds)) > 1:
         first_text, first_image = kinds.index("text"), kinds.index("image")
         raise ValueError(f"this batch mixes texts (e.g. input #{first_text}) and images (e.g. input #{first_image}); "
