@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -264,7 +264,7 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike |
     ``model_ref`` is how to load ``model`` again (recorded so ``tipsv2 search`` finds it).
     Returns the report; skipped inputs are in ``report.skipped`` and ``out/skipped.jsonl``.
     """
-    options = options or BuildOptions()
+    options = replace(options) if options is not None else BuildOptions()  # a resume may adjust the copy
     if mode not in ("sync", "add"):
         raise ValueError(f"mode must be 'sync' or 'add', not {mode!r}")
     out = Path(out)
@@ -286,6 +286,7 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike |
     work = WorkArea(out / WORK_DIR)
     with work.lock():
         glob, patch = _open_or_create(out, model, options, image_size)
+        _check_factories(options, glob, patch, len(collected.paths))
         journal = None if options.restart else work.read_journal()
         if journal is not None and _differs(journal["settings"], settings):
             raise BuildError(f"{out} holds an interrupted build with other settings "
@@ -317,6 +318,20 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike |
     embedded = len(plan.add_ids) - min(done * chunk_size, len(plan.add_ids)) if resumed else len(plan.add_ids)
     report.images_per_second = round(embedded / report.seconds, 2) if report.seconds > 0 else 0.0
     return report
+
+
+def _check_factories(options: BuildOptions, glob, patch, n: int) -> None:
+    """Reject a bad ``--index-type`` before the embedding work, not when saving after it."""
+    from .factory import describe_factory
+
+    for factory, index, per_image in ((options.index_type, glob, 1), (options.patch_index_type, patch, None)):
+        if factory is None or index is None:
+            continue
+        vectors = max(1, n * (per_image or int(np.prod(index.grid))))
+        try:
+            describe_factory(factory, index.dim, vectors)
+        except ValueError as exc:
+            raise BuildError(str(exc).splitlines()[0]) from None
 
 
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> str:

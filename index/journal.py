@@ -91,6 +91,8 @@ class WorkArea:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 lock.unlink()
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only if empty: a run that failed before committing anything
 
     # ---------------------------------------------------------------- journal
     def read_journal(self) -> dict[str, Any] | None:

@@ -236,6 +236,9 @@ def test_build_user_errors(folder, tiny_model_dir, tmp_path):
     user_error("index", "build", folder, tmp_path / "o", "--model", tiny_model_dir, "--memory-budget", "lots",
                match="--memory-budget")
     user_error("index", "add", tmp_path / "nothing", folder, match="nothing")
+    user_error("index", "build", folder, tmp_path / "f", "--model", tiny_model_dir, "--index-type", "Garbage12",
+               match="Garbage12")
+    assert not (tmp_path / "f" / ".build").exists()  # rejected before any embedding
 
 
 def test_ivf_shards_share_a_template_and_merge_inverted_lists_on_disk(folder, tiny_model_dir, tmp_path):
