@@ -269,3 +269,17 @@ def test_one_command_line_for_every_rank(folder, tiny_model_dir, tmp_path):
     assert rank_device("cuda", "auto", {"LOCAL_RANK": "3"}) == "cuda:3"
     assert rank_device("cuda", "0/2", {"LOCAL_RANK": "3"}) == "cuda"
     assert rank_device("cpu", "auto", {"LOCAL_RANK": "3"}) == "cpu"
+
+
+def test_bare_library_index_directories_are_searchable(tiny_model, tiny_model_dir, folder, tmp_path):
+    from tipsv2_sdk.index import GlobalIndex
+
+    paths = sorted(str(p) for p in folder.glob("0*.png"))
+    index = GlobalIndex.create(tmp_path / "bare", model=tiny_model)
+    index.add(tiny_model.encode_images(paths, progress=False, with_patches=False).cls1, paths)
+    index.save()
+    data = ok_json("search", tmp_path / "bare", "--image", paths[2], "-k", 1, "--model", tiny_model_dir)
+    assert data["queries"][0]["results"][0]["path"] == paths[2] and data["patches"] is False
+    user_error("search", tmp_path / "bare", "red", match="tipsv2-b14-tiny-test")  # recorded name, not loadable
+    info = ok_json("index", "info", tmp_path / "bare")
+    assert info["build"] == {} and info["global"]["count"] == 8 and info["patch"] is None
