@@ -71,15 +71,34 @@ def wrap(module: torch.nn.Module, env: DistEnv, strategy: str) -> torch.nn.Modul
     if strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
-        # Shard every trainable block's parameters; frozen teacher copies stay replicated.
+        # The towers (and the EMA encoder copy, so its EMA update meets identically sharded
+        # tensors) are sharded; the small rest (heads, temperature) stays replicated and its
+        # gradients are averaged by ``reduce_replicated_grads``.
         fully_shard(module.model.vision_model)
         fully_shard(module.model.text_model)
+        if getattr(module, "teacher_encoder", None) is not None:
+            fully_shard(module.teacher_encoder)
         return module
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [env.device.index] if env.device.type == "cuda" else None
     # broadcast_buffers=False: the objective keeps its centres in sync with its own all-reduce.
     return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False, find_unused_parameters=True)
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """True for FSDP's DTensor parameters / gradients."""
+    return hasattr(tensor, "full_tensor")
+
+
+def reduce_replicated_grads(params: list[torch.Tensor], env: DistEnv, strategy: str) -> None:
+    """Under FSDP, average the gradients of the parameters it does not manage (DDP does its own)."""
+    if not (env.distributed and strategy == "fsdp"):
+        return
+    for p in params:
+        if p.grad is not None and not is_sharded(p):
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(env.world_size)
 
 
 def no_sync(module: torch.nn.Module, skip: bool):
@@ -143,4 +162,5 @@ def shutdown(env: DistEnv) -> None:
 
 
 __all__ = ["DistEnv", "init_distributed", "wrap", "no_sync", "unwrap", "any_rank", "mean_over_ranks",
-           "barrier", "shutdown", "resolve_device", "export_network"]
+           "barrier", "shutdown", "resolve_device", "export_network", "reduce_replicated_grads",
+           "is_sharded"]

@@ -69,13 +69,28 @@ def apply_schedules(optimizer: torch.optim.Optimizer, cfg: OptimConfig, step: in
 
 
 def clip_gradients(parameters, max_norm: float | None) -> float:
-    """Clip the global gradient norm (if ``max_norm``) and return the norm before clipping."""
+    """Clip the global gradient norm (if ``max_norm``) and return the norm before clipping.
+
+    Handles a mix of sharded (FSDP DTensor) and plain gradients: each shard's norm is reduced to
+    the full tensor's norm before the global norm is formed.
+    """
     params = [p for p in parameters if p.grad is not None]
     if not params:
         return 0.0
+    if not any(hasattr(p.grad, "full_tensor") for p in params):
+        if max_norm:
+            return float(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False))
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
+    norms = []
+    for p in params:
+        n = torch.linalg.vector_norm(p.grad.detach())
+        norms.append(n.full_tensor() if hasattr(n, "full_tensor") else n)
+    total = torch.linalg.vector_norm(torch.stack(norms))
     if max_norm:
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False))
-    return float(torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params])))
+        coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        for p in params:
+            p.grad.detach().mul_(coef.to(p.grad.device) if not hasattr(p.grad, "full_tensor") else float(coef))
+    return float(total)
 
 
 def autocast(enabled: bool, device: torch.device):

@@ -111,6 +111,10 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
     metrics_path = Path(cfg.logging.metrics_file) if cfg.logging.metrics_file else out / "metrics.jsonl"
     spec = build.model_spec(cfg.model)
     build.check_sizes(cfg, spec)
+    sharded = env.distributed and cfg.distributed.strategy == "fsdp"
+    if sharded and cfg.schedule.hires_steps > 0 and cfg.schedule.hires_resize_grid:
+        raise ConfigError("schedule.hires_resize_grid cannot change sharded (FSDP) parameters mid-run; set it to "
+                          "false (position embeddings are then interpolated on the fly)")
     total = cfg.schedule.total_steps
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -138,11 +142,12 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
         from .checkpoint import read_state
 
         maybe_resize_grid(objective, cfg, int(read_state(ckpt)["step"]))  # stage-2 shapes before loading
+    # Wrap first: FSDP replaces the parameters, and the optimizer must hold the ones it trains.
+    module = launch.wrap(objective, env, cfg.distributed.strategy)
     optimizer = build_optimizer(objective.parameter_groups(cfg.optim.weight_decay), cfg.optim)
     state = TrainState(step=0, data_position=0)
     if ckpt is not None:
-        state = load_checkpoint(ckpt, objective, optimizer)
-    module = launch.wrap(objective, env, cfg.distributed.strategy)
+        state = load_checkpoint(ckpt, module, optimizer)
 
     batches = build.micro_batches(cfg, dataset, tokenizer, spec, env.rank, env.world_size)
     accum = cfg.optim.accum_steps
@@ -172,7 +177,9 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
             (output.loss / accum).backward()
             for k, v in output.terms.items():
                 sums[k] = sums.get(k, 0.0) + v / accum
-        grad_norm = clip_gradients([p for g in optimizer.param_groups for p in g["params"]], cfg.optim.grad_clip)
+        trained = [p for g in optimizer.param_groups for p in g["params"]]
+        launch.reduce_replicated_grads(trained, env, cfg.distributed.strategy)
+        grad_norm = clip_gradients(trained, cfg.optim.grad_clip)
         optimizer.step()
         momentum = objective.update_teacher(step)
         step += 1
