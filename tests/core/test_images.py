@@ -126,3 +126,20 @@ def test_float_tensor_resize_close_to_uint8_path():
     arr = np.random.default_rng(3).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     t = torch.from_numpy(arr.transpose(2, 0, 1).astype(np.float32) / 255)
     np.testing.assert_allclose(load_pixels(t, 28), load_pixels(arr, 28), atol=1 / 255 + 1e-6)
+
+
+def test_atomic_write_respects_umask(tmp_path):
+    """Files written atomically get the usual permissions, not mkstemp's 0600."""
+    import os
+
+    from tipsv2_sdk.io import atomic_directory, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        with atomic_directory(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
