@@ -145,7 +145,8 @@ def read_state(path: str | Path) -> dict:
 def load_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     restore_rng: bool = True) -> TrainState:
     """Load a checkpoint into ``module`` / ``optimizer`` (in place) and return its ``TrainState``."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
 
     path = Path(path)
     body = read_state(path)
@@ -153,8 +154,9 @@ def load_checkpoint(path: str | Path, module: torch.nn.Module, optimizer: torch.
     osd = _unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
                                json.loads((path / "optimizer.json").read_text()))
     try:
-        set_state_dict(module, optimizer, model_state_dict=msd, optim_state_dict=osd,
-                       options=StateDictOptions(full_state_dict=True, strict=True))
+        set_model_state_dict(module, msd, options=StateDictOptions(full_state_dict=True, strict=True))
+        # Parameters that never received a gradient (e.g. an unused mask token) have no optimizer state.
+        set_optimizer_state_dict(module, optimizer, osd, options=StateDictOptions(full_state_dict=True, strict=False))
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path} does not match this run's model/optimizer: {exc}") from None
     if restore_rng:

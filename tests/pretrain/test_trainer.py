@@ -131,3 +131,26 @@ def test_batches_are_the_same_for_any_world_size_and_workers(tmp_path):
     assert sorted(one[0]["index"].tolist() + one[1]["index"].tolist())[:6] == list(range(6))
     loaded = next(iter(make_loader(one, start=2, num_workers=1)))
     assert torch.equal(loaded["global_crops"], one[2]["global_crops"])
+
+
+def test_distillation_from_an_exported_model_resumes_exactly(run20, tmp_path):
+    from safetensors.torch import load_file
+
+    teacher_dir = run20[1].export_dir
+    before = load_file(str(teacher_dir / "model.safetensors"))
+    args = ("distill.enabled=true", f"distill.teacher={teacher_dir}", "model.width=16", "distill.head_prototypes=64",
+            "distill.head_hidden=64", "distill.head_bottleneck=32", "schedule.steps=4", "checkpoint.every_steps=2")
+    straight = train(tiny(tmp_path / "a", *args))
+    assert straight.parameters["held"] > straight.parameters["trainable"]  # the frozen teacher is held, not trained
+    student = tipsv2_sdk.load(straight.export_dir)
+    assert student.embed_dim == 16 and student.tokenizer is not None
+    import shutil
+
+    shutil.copytree(tmp_path / "a" / "checkpoints" / "step_00000002", tmp_path / "b" / "checkpoints" / "step_00000002")
+    train(tiny(tmp_path / "b", *args), resume=True)  # the frozen teacher is reloaded from its directory
+    a = load_file(str(tmp_path / "a" / "checkpoints" / "step_00000004" / "objective.safetensors"))
+    b = load_file(str(tmp_path / "b" / "checkpoints" / "step_00000004" / "objective.safetensors"))
+    assert not any(k.startswith("teacher.") for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    after = load_file(str(teacher_dir / "model.safetensors"))
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the teacher never changes

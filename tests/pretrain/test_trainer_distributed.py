@@ -58,7 +58,14 @@ def test_two_ranks_match_one_rank_with_double_batch(single, tmp_path, strategy):
     assert all(torch.allclose(ma[k], mb[k], rtol=1e-3, atol=1e-5) for k in ma)
 
 
-def test_batch_must_split_over_ranks(tmp_path):
-    proc = torchrun(tmp_path, "data.batch_size=7")
-    assert proc.returncode != 0
-    assert "data.batch_size" in proc.stderr and "divisible" in proc.stderr
+def test_batch_must_split_over_ranks_and_accumulation(tmp_path):
+    from tipsv2_sdk.pretrain import build
+    from tipsv2_sdk.pretrain.config import ConfigError
+    from tipsv2_sdk.testing import tiny_tokenizer
+
+    cfg = load_config(TINY, ["data.batch_size=6", "optim.accum_steps=2"])
+    spec = build.model_spec(cfg.model)
+    tok = tiny_tokenizer(tmp_path, max_length=32)
+    build.micro_batches(cfg, build.build_dataset(cfg), tok, spec, rank=0, world_size=1)  # 6 = 2 x 3
+    with pytest.raises(ConfigError, match=r"data\.batch_size.*not divisible by accum_steps x world_size = 2 x 2"):
+        build.micro_batches(cfg, build.build_dataset(cfg), tok, spec, rank=1, world_size=2)
