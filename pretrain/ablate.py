@@ -81,12 +81,13 @@ def _run_rung(base: Path, overrides: list[str], out: Path, isolate: bool) -> dic
     return json.loads((out / "train_summary.json").read_text())
 
 
-def _evaluate(model_dir: Path, smoke: bool, seed: int) -> dict:
+def _evaluate(model_dir: Path, smoke: bool) -> dict:
+    """The same held-out scenes for every rung and seed."""
     from ..loading import load
     from .evaluate import evaluate_shapes
 
     n_val, n_train = (16, 32) if smoke else (200, 1000)
-    return evaluate_shapes(load(model_dir), n_val=n_val, n_train=n_train, seed=seed).to_dict()
+    return evaluate_shapes(load(model_dir), n_val=n_val, n_train=n_train, seed=0).to_dict()
 
 
 def _row(summary: dict, scores: dict, seed: int) -> dict:
@@ -126,8 +127,9 @@ def run_ladder(out_dir: str | os.PathLike, *, docs_file: str | os.PathLike | Non
             if rung.key == "distill":
                 teacher = out / f"tipsv2-seed{seed}" / "model"
                 extra = list(student_overrides(cfg, teacher))
-            summary = _run_rung(base, [*budget, f"seed={seed}", *extra], run_dir, isolate)
-            rows.append(_row(summary, _evaluate(run_dir / "model", smoke, seed), seed))
+            seeds_ = [f"seed={seed}", f"objective.seed={seed}", f"distill.seed={seed}"]  # init, crops, masks
+            summary = _run_rung(base, [*budget, *seeds_, *extra], run_dir, isolate)
+            rows.append(_row(summary, _evaluate(run_dir / "model", smoke), seed))
         results["rungs"].append({"key": rung.key, "label": rung.label, "overrides": list(rung.overrides),
                                  "runs": rows, "mean": _mean(rows)})
         write_json(out / "results.json", results)  # partial results survive an interrupted ladder

@@ -15,11 +15,14 @@ from pathlib import Path
 
 import torch
 
+from ..io import write_json
 from ..model import TipsV2
+from ..registry import ModelSpec
+from ..tokenizer import TipsTokenizer
 from . import build, launch
-from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .config import ConfigError, TrainConfig, save_config
-from .data.collate import make_loader
+from .data.collate import MicroBatches, make_loader
 from .optim import apply_schedules, autocast, build_optimizer, clip_gradients
 from .stages import maybe_resize_grid
 
@@ -105,7 +108,34 @@ def train(cfg: TrainConfig, resume: bool | str | Path = False) -> TrainResult:
         launch.shutdown(env)
 
 
-def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
+@dataclass
+class _Run:
+    """Everything the loop needs, built by ``_prepare``."""
+
+    spec: ModelSpec
+    tokenizer: TipsTokenizer
+    objective: torch.nn.Module
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    state: TrainState
+    batches: MicroBatches
+    counts: dict
+    out: Path
+    ckpt_dir: Path
+    metrics_path: Path
+
+
+def _checkpoint_to_resume(resume, ckpt_dir: Path) -> Path | None:
+    if not resume:
+        return None
+    ckpt = Path(resume) if not isinstance(resume, bool) else latest_checkpoint(ckpt_dir)
+    if ckpt is not None and not (ckpt / "state.json").is_file():
+        raise ConfigError(f"--resume: {ckpt} is not a checkpoint directory")
+    return ckpt
+
+
+def _prepare(cfg: TrainConfig, env: launch.DistEnv, resume) -> _Run:
+    """Validate the config, build data, network, tokenizer, objective, optimizer; load a checkpoint."""
     out = Path(cfg.output_dir)
     ckpt_dir = Path(cfg.checkpoint.dir) if cfg.checkpoint.dir else out / "checkpoints"
     metrics_path = Path(cfg.logging.metrics_file) if cfg.logging.metrics_file else out / "metrics.jsonl"
@@ -115,7 +145,6 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
     if sharded and cfg.schedule.hires_steps > 0 and cfg.schedule.hires_resize_grid:
         raise ConfigError("schedule.hires_resize_grid cannot change sharded (FSDP) parameters mid-run; set it to "
                           "false (position embeddings are then interpolated on the fly)")
-    total = cfg.schedule.total_steps
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -130,29 +159,27 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
     if tokenizer.vocab_size > network.config.text_config.vocab_size:
         raise ConfigError(f"the tokenizer has {tokenizer.vocab_size} pieces but the text tower only "
                           f"{network.config.text_config.vocab_size}; raise model.vocab_size")
-    objective = build.build_objective(cfg, network, total, teacher).to(env.device).train()
+    objective = build.build_objective(cfg, network, cfg.schedule.total_steps, teacher).to(env.device).train()
     counts = parameter_counts(objective)  # before any sharding
 
-    ckpt = None
-    if resume:
-        ckpt = Path(resume) if not isinstance(resume, bool) else latest_checkpoint(ckpt_dir)
-        if ckpt is not None and not (ckpt / "state.json").is_file():
-            raise ConfigError(f"--resume: {ckpt} is not a checkpoint directory")
+    ckpt = _checkpoint_to_resume(resume, ckpt_dir)
     if ckpt is not None:
-        from .checkpoint import read_state
-
         maybe_resize_grid(objective, cfg, int(read_state(ckpt)["step"]))  # stage-2 shapes before loading
     # Wrap first: FSDP replaces the parameters, and the optimizer must hold the ones it trains.
     module = launch.wrap(objective, env, cfg.distributed.strategy)
     optimizer = build_optimizer(objective.parameter_groups(cfg.optim.weight_decay), cfg.optim)
-    state = TrainState(step=0, data_position=0)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, module, optimizer)
-
+    state = load_checkpoint(ckpt, module, optimizer) if ckpt is not None else TrainState(step=0, data_position=0)
     batches = build.micro_batches(cfg, dataset, tokenizer, spec, env.rank, env.world_size)
+    return _Run(spec, tokenizer, objective, module, optimizer, state, batches, counts, out, ckpt_dir, metrics_path)
+
+
+def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
+    run = _prepare(cfg, env, resume)
+    objective, module, optimizer, state, batches = run.objective, run.module, run.optimizer, run.state, run.batches
+    total = cfg.schedule.total_steps
     accum = cfg.optim.accum_steps
     loader = iter(make_loader(batches, state.step * accum, cfg.data.num_workers, cfg.data.prefetch))
-    metrics = MetricsWriter(metrics_path, state.step, env.is_main)
+    metrics = MetricsWriter(run.metrics_path, state.step, env.is_main)
     bar = _progress(total, state.step, cfg.logging.progress and env.is_main)
 
     t_start, elapsed_before = time.perf_counter(), state.elapsed_s
@@ -202,7 +229,7 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
                            bad_images=bad_images)
         every = cfg.checkpoint.every_steps
         if every and (step % every == 0 or step == total or stopped_early):
-            save_checkpoint(ckpt_dir, module, optimizer, state, cfg.to_dict(), cfg.checkpoint.keep, env.is_main)
+            save_checkpoint(run.ckpt_dir, module, optimizer, state, cfg.to_dict(), cfg.checkpoint.keep, env.is_main)
         if stopped_early:
             break
     bar.close()
@@ -210,15 +237,15 @@ def _train(cfg: TrainConfig, env: launch.DistEnv, resume) -> TrainResult:
     export_dir = None
     summary = {"steps": step, "elapsed_s": state.elapsed_s, "stopped_early": stopped_early,
                "bad_images": bad_images, "final": {k: v for k, v in last.items() if isinstance(v, float)},
-               "parameters": counts, "peak_rss_mb": peak_rss_mb(), "world_size": env.world_size}
+               "parameters": run.counts, "peak_rss_mb": peak_rss_mb(), "world_size": env.world_size}
     network = launch.export_network(module, env, cfg.distributed.strategy)
     if env.is_main:
-        export_dir = _export(cfg, network, tokenizer, spec, out / cfg.export_name, step, summary)
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        export_dir = _export(cfg, network, run.tokenizer, run.spec, run.out / cfg.export_name, step, summary)
+        write_json(run.out / "train_summary.json", summary)
     launch.barrier(env)
-    return TrainResult(steps=step, export_dir=export_dir, metrics_file=metrics_path, elapsed_s=state.elapsed_s,
+    return TrainResult(steps=step, export_dir=export_dir, metrics_file=run.metrics_path, elapsed_s=state.elapsed_s,
                        stopped_early=stopped_early, bad_images=bad_images, last=last, first=first,
-                       parameters=counts, peak_rss_mb=summary["peak_rss_mb"])
+                       parameters=run.counts, peak_rss_mb=summary["peak_rss_mb"])
 
 
 __all__ = ["train", "TrainResult", "MetricsWriter", "parameter_counts", "peak_rss_mb"]
