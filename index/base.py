@@ -32,6 +32,7 @@ from .faiss_io import (
 )
 from .gpu import GpuSearcher, wants_gpu
 from .manifest import IndexManifest, check_model, config_hash, model_dim, now_iso, read_manifest
+from . import tuning
 from .store import VectorStore
 
 _OWN_FILES = re.compile(r"^\.?(index-.+\.(faiss|ivfdata)|trained-.+\.faiss|(vectors|ids|dead)-.+\.npy|records-.+\.jsonl)")
@@ -408,7 +409,40 @@ class BaseIndex:
         self.manifest.factory = choice.factory
         self._set_choice(choice)
         self.manifest.built_count = len(self.store)
+        self._tune()
         return choice
+
+    # ------------------------------------------------------------------ calibration
+    def _calibration_queries(self) -> tuple[np.ndarray, np.ndarray]:
+        """(query vectors, their own FAISS ids): a hash-chosen sample of stored vectors."""
+        rows = self.store.sample_rows(tuning.SAMPLE[self.PURPOSE])
+        return self._faiss_rows(self.store.all_ids()[rows], rows)
+
+    def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _tune(self) -> None:
+        """Set nprobe / efSearch to the smallest depth that reaches the target recall (see tuning.py)."""
+        if self._index is None or len(self.store) * self.vectors_per_row < tuning.MIN_VECTORS:
+            return
+        ivf = ivf_of(self._index)
+        if ivf is not None:
+            name, values = "nprobe", tuning.depth_values("nprobe", ivf.nlist)
+        elif "HNSW" in (self.manifest.factory or ""):
+            name, values = "efSearch", tuning.depth_values("efSearch")
+        else:
+            return
+        queries, own = self._calibration_queries()
+        truth = tuning.exact_neighbours(queries, ((f, x) for x, f in self._iter_faiss()), tuning.K + 1)
+        target = tuning.TARGET_RECALL[self.PURPOSE]
+        value, reached = tuning.calibrate(name, values, self._calibration_search, queries, own, truth, target)
+        self.manifest.search_params[name] = int(value)
+        self.manifest.choice["measured_recall"] = round(reached, 4)
+        self.manifest.choice["calibration"] = f"{name}={value}: recall@{tuning.K} {reached:.3f} on {len(queries)} own vectors (target {target})"
+
+    def _iter_faiss(self):
+        for ids, vectors in self._iter_sorted():
+            yield self._faiss_vectors(ids, vectors)
 
     def _iter_sorted(self):
         batch = max(1, ADD_BATCH // self.vectors_per_row)

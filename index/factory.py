@@ -5,11 +5,13 @@ The rules, for ``n`` unit vectors of width ``d`` searched by inner product:
 * ``n <= FLAT_MAX`` and the vectors fit the budget → ``Flat``: exact, nothing to train.
 * global vectors, ``n <= HNSW_MAX`` and the graph fits → ``HNSW32``: fastest at high recall, but
   4·d bytes per vector plus the graph, and no removal (the index is rebuilt instead).
-* otherwise → IVF with product-quantised codes, ``IVF{K}[_HNSW32],PQ{m}x8``, plus an OPQ
-  rotation once the collection is large enough to train it (``OPQ_MIN``). ``K`` ≈ 4·√n (a power of
-  two); ``m`` is the largest code size ≤ ``d/4`` bytes that fits the budget. Searches re-rank
-  ``rerank·k`` candidates exactly from the stored vectors, so the index itself only has to
-  shortlist well.
+* otherwise → IVF with product-quantised codes, ``IVF{K}[_HNSW32],PQ{m}x8``. ``K`` ≈ 4·√n (a
+  power of two); ``m`` is the largest code size ≤ ``d/8`` bytes (``d/16`` for patches) that fits
+  the budget. Searches probe ``K/8`` lists and re-rank ``8·k`` candidates exactly from the stored
+  vectors, so the codes only have to shortlist well.
+* OPQ: a rotation before PQ. With exact re-ranking it did not pay at ``m = d/8`` in our benchmark
+  (same recall after re-ranking, ~20x the training time), so it is used only when the budget
+  forces smaller codes (``m < d/8``) on a collection large enough to train it (``OPQ_MIN``).
 
 The expected recall figures are what benchmarks/index.py measured on clustered synthetic data
 (docs/index_benchmarks.md); they are estimates, not guarantees.
@@ -46,11 +48,11 @@ class IndexChoice:
 
 
 def nlist_for(n: int) -> int:
-    """IVF list count: the power of two nearest 4·√n, between 16 and 65536 (fewer for tiny sets,
-    so that every list gets at least 8 training vectors)."""
+    """IVF list count: the power of two nearest 4·√n, at most 65536, and small enough that lists
+    hold 100 vectors on average (short lists make the coarse quantizer the recall bottleneck)."""
     target = 4.0 * math.sqrt(max(n, 1))
-    nlist = int(min(65536, max(16, 2 ** round(math.log2(target)))))
-    while nlist > 1 and nlist * 8 > n:
+    nlist = int(min(65536, 2 ** round(math.log2(target))))
+    while nlist > 1 and nlist * 100 > n:
         nlist //= 2
     return nlist
 
@@ -85,7 +87,7 @@ def ivfpq_factory(n: int, d: int, m: int, opq: bool | None = None) -> str:
     """``[OPQ{m}_{d'},]IVF{K}[_HNSW32],PQ{m}x8`` for ``n`` vectors of width ``d``."""
     nlist = nlist_for(n)
     coarse = f"IVF{nlist}_HNSW32" if nlist >= 1024 else f"IVF{nlist}"
-    use_opq = n >= OPQ_MIN if opq is None else opq
+    use_opq = (n >= OPQ_MIN and m < d // 8) if opq is None else opq
     bits = pq_bits_for(n)
     if use_opq or d % m:
         d_out = d if d % m == 0 else m * max(1, d // m)
@@ -99,7 +101,7 @@ def _pq_recall(m: int, d: int) -> float:
     if ratio >= 1 / 8:
         return 0.97
     if ratio >= 1 / 16:
-        return 0.93
+        return 0.95
     return 0.85
 
 
@@ -142,7 +144,7 @@ def choose_factory(
             {"efSearch": 128, "rerank": 1},
         )
     nlist = nlist_for(n)
-    cap = max(4, dim // 4) if purpose == "global" else max(4, dim // 16)
+    cap = max(4, dim // 8) if purpose == "global" else max(4, dim // 16)
     allowed = budget / n - 8 - 4 * dim * nlist / n  # ids and centroids come out of the budget too
     m = int(pq) if pq is not None else _pq_m(dim, allowed, cap)
     factory = ivfpq_factory(n, dim, m)
@@ -153,7 +155,7 @@ def choose_factory(
         reason = f"{n} vectors: exact/HNSW would need {flat_bytes * n / 2**30:.1f} GiB > budget; {m}-byte PQ codes"
     else:
         reason = f"{n} vectors: compressed {m}-byte PQ codes with exact re-ranking"
-    nprobe = max(1, min(nlist, nlist // 16 if nlist >= 256 else nlist // 4))
+    nprobe = max(1, nlist // 8)
     return IndexChoice(
         factory,
         reason,
@@ -179,7 +181,7 @@ def describe_factory(factory: str, dim: int, n: int) -> IndexChoice:
     if ivf is not None:
         per_vector = ivf.code_size + 8 + 4 * dim * ivf.nlist / max(n, 1)
         train = train_size_for(ivf.nlist, n, pq="PQ" in factory)
-        params["nprobe"] = max(1, ivf.nlist // 16 if ivf.nlist >= 256 else ivf.nlist // 4)
+        params["nprobe"] = max(1, ivf.nlist // 8)
         if "PQ" in factory or "SQ" in factory:
             params["rerank"] = 8
         recall = 0.9

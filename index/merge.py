@@ -190,6 +190,7 @@ def _merge_lists(merged, shards, manifests, opened, out: Path, gen: int, on_disk
     per_vector = merged.manifest.choice.get("bytes_per_vector")
     if per_vector:
         merged.manifest.choice["memory_bytes"] = int(per_vector * n)
+    merged._tune()  # same sample and depths as a single build of the same collection
 
 
 __all__ = ["merge_indexes", "open_index"]

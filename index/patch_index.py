@@ -31,6 +31,7 @@ from .base import BaseIndex, as_matrix, unit_rows
 from .errors import BoxError, IndexMismatchError
 from .global_index import SearchResult, top_k
 from .maxsim import approximate_candidates, maxsim_exhaustive, maxsim_scores
+from . import tuning
 from .store import VectorStore
 
 ID_SHIFT = 16
@@ -267,10 +268,11 @@ class PatchIndex(BaseIndex):
         return self.store.take(rows)[0].reshape(*self.grid, self.dim)
 
     # ------------------------------------------------------------------ token search
-    def _token_search(self, queries: np.ndarray, k: int, nprobe: int | None):
+    def _token_search(self, queries: np.ndarray, k: int, nprobe: int | None, overrides: dict | None = None):
         params = dict(self.manifest.search_params)
         if nprobe is not None:
             params["nprobe"] = nprobe
+        params.update(overrides or {})
         index = self._searchable(params)
         if index is None or index.ntotal == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
@@ -287,6 +289,22 @@ class PatchIndex(BaseIndex):
         out[valid] = np.einsum("nd,nd->n", vecs, q[qrow])
         return out
 
+    def _region_top(self, q: np.ndarray, k: int, candidates: int | None, nprobe: int | None, overrides=None):
+        _, fids = self._token_search(q, max(k, candidates or 4 * k), nprobe, overrides)
+        return top_k(self._exact_patch_scores(q, fids), fids, k)
+
+    def _calibration_queries(self) -> tuple[np.ndarray, np.ndarray]:
+        """One stored patch (at a hash-chosen position) from each of a sample of images."""
+        from .store import id_hash
+
+        rows = self.store.sample_rows(tuning.SAMPLE["patch"])
+        ids = self.store.all_ids()[rows]
+        positions = (id_hash(ids) % np.uint64(self.vectors_per_row)).astype(np.int64)
+        return self.store.take_items(rows, positions), pack_ids(ids, positions)
+
+    def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> np.ndarray:
+        return self._region_top(queries, k, None, None, params).ids
+
     def search_regions(
         self, queries: np.ndarray, k: int = 10, *, nprobe: int | None = None, candidates: int | None = None
     ) -> list[list[RegionHit]]:
@@ -295,9 +313,7 @@ class PatchIndex(BaseIndex):
         ``candidates`` patches per query (default 4k) are fetched from FAISS and re-scored exactly.
         """
         q = unit_rows(as_matrix(queries, self.dim, "queries"))
-        fetch = max(k, candidates or 4 * k)
-        _, fids = self._token_search(q, fetch, nprobe)
-        res = top_k(self._exact_patch_scores(q, fids), fids, k)
+        res = self._region_top(q, k, candidates, nprobe)
         gw = self.grid[1]
         out = []
         for scores, ids in zip(res.scores, res.ids):

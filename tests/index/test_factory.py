@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import faiss
+import numpy as np
 import pytest
 
 from tipsv2_sdk.index import GlobalIndex, choose_factory, describe_factory
@@ -30,12 +31,14 @@ def test_memory_budget_forces_compression():
     assert choice.search_params["rerank"] > 1 and choice.search_params["nprobe"] >= 1
 
 
-def test_large_collections_get_opq_and_hnsw_quantizer():
+def test_large_collections_get_hnsw_quantizer_and_opq_only_for_small_codes():
     choice = choose_factory(10_000_000, 768)
-    assert choice.factory.startswith("OPQ") and "_HNSW32" in choice.factory
-    assert choice.train_size >= 39 * nlist_for(10_000_000) or choice.train_size == 10_000_000
-    below = choose_factory(OPQ_MIN - 1, 768, memory_budget=2**26)
-    assert not below.factory.startswith("OPQ")
+    assert choice.factory == "IVF16384_HNSW32,PQ96x8"  # d/8-byte codes: re-ranking makes OPQ moot
+    assert choice.train_size >= 39 * nlist_for(10_000_000)
+    tight = choose_factory(10_000_000, 768, memory_budget=2**29)  # forces codes < d/8 bytes
+    assert tight.factory.startswith("OPQ32_768,IVF16384_HNSW32,PQ32x8")
+    below = choose_factory(OPQ_MIN - 1, 768, memory_budget=2**23)
+    assert "PQ" in below.factory and not below.factory.startswith("OPQ")
 
 
 def test_patch_purpose_never_uses_hnsw_and_honours_pq():
@@ -43,7 +46,7 @@ def test_patch_purpose_never_uses_hnsw_and_honours_pq():
     forced = choose_factory(5000, 64, purpose="patch", pq=8)
     assert forced.factory.endswith("PQ8x8") and "requested" in forced.reason
     tiny = choose_factory(100, 64, purpose="patch", pq=8)  # too few vectors for 256 centroids
-    assert tiny.factory.endswith("PQ8x3") and faiss.index_factory(64, tiny.factory).nlist * 8 <= 100
+    assert tiny.factory == "IVF1,PQ8x3"
 
 
 @pytest.mark.parametrize("n", [60_000, 300_000, 3_000_000, 50_000_000])
@@ -57,9 +60,9 @@ def test_every_chosen_factory_string_is_valid(n, dim):
 def test_nlist_is_a_power_of_two_near_4_sqrt_n():
     for n in (10_000, 1_000_000, 10**9):
         k = nlist_for(n)
-        assert k & (k - 1) == 0 and 16 <= k <= 65536
+        assert k & (k - 1) == 0 and 64 <= k <= 65536
     assert nlist_for(1_000_000) == 4096
-    assert nlist_for(100) == 8 and nlist_for(3) == 1  # every list keeps >= 8 training vectors
+    assert nlist_for(20_000) == 128 and nlist_for(100) == 1  # lists hold >= 100 vectors on average
 
 
 def test_describe_explicit_factories():
@@ -89,3 +92,37 @@ def test_built_index_follows_the_choice(tmp_path, vec, monkeypatch):
     override.save()
     assert override.factory == "IVF8,Flat" and override.manifest.factory_auto is False
     assert override.manifest.choice["reason"] == "explicit factory string"
+
+
+def test_search_depth_is_calibrated_on_the_index_itself(tmp_path, vec):
+    from tipsv2_sdk.index import tuning
+
+    x = vec.clustered(4000, 32, clusters=60)
+    index = GlobalIndex.create(tmp_path / "idx", dim=32, factory="IVF64,Flat")
+    index.add(x)
+    index.save()
+    nprobe = index.manifest.search_params["nprobe"]
+    choice = index.manifest.choice
+    assert choice["measured_recall"] >= tuning.TARGET_RECALL["global"] and f"nprobe={nprobe}" in choice["calibration"]
+    # the depth is the smallest that reaches the target
+    queries, own = index._calibration_queries()
+    truth = tuning.exact_neighbours(queries, [(np.arange(4000), index.vectors(np.arange(4000)))], 11)
+    if nprobe > 1:
+        found = index.search(queries, 11, nprobe=nprobe // 2).ids
+        assert tuning.self_recall(found, truth, own) < tuning.TARGET_RECALL["global"]
+    hnsw = GlobalIndex.create(tmp_path / "h", dim=32, factory="HNSW16")
+    hnsw.add(x)
+    hnsw.save()
+    assert hnsw.manifest.search_params["efSearch"] in tuning.depth_values("efSearch")
+
+
+def test_exact_neighbours_and_self_recall(vec):
+    from tipsv2_sdk.index import tuning
+
+    x = vec.clustered(500, 16)
+    batches = [(np.arange(0, 250), x[:250]), (np.arange(250, 500), x[250:])]
+    assert np.array_equal(tuning.exact_neighbours(x[:20], batches, 5), vec.exact_topk(x, x[:20], 5))
+    own = np.array([1, 2])
+    truth = np.array([[1, 5, 6], [7, 2, 8]])
+    assert tuning.self_recall(np.array([[5, 6, 1], [7, 9, 2]]), truth, own, k=2) == pytest.approx(0.75)
+    assert tuning.depth_values("nprobe", 8) == [1, 2, 4, 8]

@@ -1,0 +1,285 @@
+"""Index benchmark: recall against exact search, speed and memory of the global and patch indexes.
+
+Synthetic data shaped like image embeddings rather than uniform noise: 768-d unit vectors around
+cluster centres, with a decaying spectrum (a few directions carry most of the variance) under a
+random rotation. Patch data: images come in groups that share a pool of "objects", so the patches
+of related images are similar and MaxSim rankings are meaningful.
+
+Global index (``GlobalIndex``, built and saved through the library): for each size, the automatic
+choice with the default memory budget, the automatic choice with a budget of 1/8 of the flat
+index, and alternatives; recall@10 against FAISS ``IndexFlatIP`` on the float32 vectors, queries
+per second (one batch), build time (add + train + index + atomic save) and FAISS bytes per vector
+(the index file, i.e. what search keeps in RAM; the float16 stored vectors stay on disk,
+memory-mapped, and only re-ranked candidates are read from them).
+
+Patch index (``PatchIndex``): recall@10 of two-stage MaxSim (token ANN + exact re-ranking) against
+exhaustive MaxSim, p50/p95 latency per query image, memory.
+
+    python benchmarks/index.py --quick      # under a minute: small sizes, smoke run
+    python benchmarks/index.py              # full run (sizes below; --time-cap bounds it)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------------------- data
+def _rotation(d: int, seed: int) -> np.ndarray:
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return q.astype(np.float32)
+
+
+class EmbeddingLike:
+    """Clustered unit vectors with a power-law spectrum, generated in chunks (bounded memory)."""
+
+    def __init__(self, d: int = 768, clusters: int = 2000, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        self.d = d
+        self.scale = ((np.arange(d) + 1.0) ** -0.5).astype(np.float32)  # decaying spectrum
+        self.centres = rng.normal(size=(clusters, d)).astype(np.float32)
+        self.rotation = _rotation(d, seed + 1)
+
+    def sample(self, n: int, seed: int, spread: float = 0.7) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        out = np.empty((n, self.d), np.float32)
+        for start in range(0, n, 50_000):
+            m = min(50_000, n - start)
+            z = self.centres[rng.integers(len(self.centres), size=m)]
+            z = (z + spread * rng.normal(size=(m, self.d)).astype(np.float32)) * self.scale
+            x = z @ self.rotation
+            out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+
+def scenes(n_images: int, patches: int, d: int, seed: int = 0, per_group: int = 30, pool: int = 24) -> np.ndarray:
+    """(n, patches, d) unit patch vectors of synthetic scenes.
+
+    Images come in groups of ``per_group`` sharing a pool of ``pool`` objects; each image shows
+    8 of its group's objects, so images overlap more or less and MaxSim gives graded rankings
+    (a top-10 is not just "the group").
+    """
+    rng = np.random.default_rng(seed)
+    space = EmbeddingLike(d, clusters=4 * n_images // per_group + 64, seed=seed)
+    objects = space.sample(len(space.centres), seed + 2, spread=0.3)
+    groups = rng.integers(len(objects), size=(-(-n_images // per_group), pool))
+    out = np.empty((n_images, patches, d), np.float16)
+    for i in range(n_images):
+        shown = rng.choice(groups[i // per_group], size=8, replace=False)
+        picks = shown[rng.integers(8, size=patches)]
+        x = objects[picks] + 0.04 * rng.normal(size=(patches, d)).astype(np.float32)
+        out[i] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / len(t) for f, t in zip(found, truth)]))
+
+
+def exact_topk(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    import faiss
+
+    flat = faiss.IndexFlatIP(base.shape[1])
+    flat.add(base)
+    return flat.search(queries, k)[1]
+
+
+def index_file_bytes(path: Path, pattern: str) -> int:
+    return sum(f.stat().st_size for f in path.glob(pattern))
+
+
+class Clock:
+    """Wall-clock budget shared by all sections."""
+
+    def __init__(self, cap_s: float):
+        self.start = time.perf_counter()
+        self.cap = cap_s
+
+    def left(self) -> float:
+        return self.cap - (time.perf_counter() - self.start)
+
+
+# ---------------------------------------------------------------------------------------- global
+def bench_global(n: int, nq: int, d: int, configs, workdir: Path, clock: Clock) -> list[dict]:
+    from tipsv2_sdk.index import GlobalIndex
+
+    space = EmbeddingLike(d, seed=1)
+    t = time.perf_counter()
+    base = space.sample(n, seed=10)
+    queries = space.sample(nq, seed=11)
+    truth = exact_topk(base, queries, 10)
+    print(f"# global n={n}: data + exact ground truth {time.perf_counter() - t:.1f}s", flush=True)
+    rows = []
+    for label, kwargs, variants in configs:
+        if clock.left() < 30:
+            rows.append({"n": n, "config": label, "skipped": "time cap"})
+            print(_global_line(rows[-1]), flush=True)
+            continue
+        path = workdir / f"g{n}-{len(rows)}"
+        t = time.perf_counter()
+        index = GlobalIndex.create(path, dim=d, **kwargs)
+        index.add(base)
+        index.save()
+        build = time.perf_counter() - t
+        faiss_bytes = index_file_bytes(path, "index-*.faiss") + index_file_bytes(path, "index-*.ivfdata")
+        for suffix, search_kw in variants:
+            index.search(queries[:10], 10, **search_kw)  # warm-up
+            t = time.perf_counter()
+            res = index.search(queries, 10, **search_kw)
+            qps = nq / (time.perf_counter() - t)
+            rows.append({
+                "n": n, "config": label + suffix, "factory": index.factory, "recall@10": recall_at(res.ids, truth),
+                "qps": qps, "build_s": build, "bytes_per_vector": faiss_bytes / n,
+                "flat_fraction": faiss_bytes / (4 * d * n),
+                "expected_recall": index.manifest.choice.get("expected_recall"),
+                "search": {**index.manifest.search_params, **search_kw},
+            })
+            print(_global_line(rows[-1]), flush=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return rows
+
+
+def _global_line(r: dict) -> str:
+    if "skipped" in r:
+        return f"| {r['n']:,} | {r['config']} | skipped ({r['skipped']}) | | | | | |"
+    params = ", ".join(f"{k}={v}" for k, v in sorted(r["search"].items()) if v is not None)
+    return (f"| {r['n']:,} | {r['config']} | `{r['factory']}` ({params}) | {r['recall@10']:.3f} | {r['qps']:.0f} | "
+            f"{r['build_s']:.1f} | {r['bytes_per_vector']:.0f} | 1/{1 / r['flat_fraction']:.1f} |")
+
+
+def global_configs(n: int, d: int, quick: bool):
+    """(label, GlobalIndex.create arguments, [(label suffix, search arguments), ...])."""
+    flat_bytes = 4 * d * n
+    budget = {"memory_budget": flat_bytes // 8}
+    configs = [
+        ("exact (Flat)", {"factory": "Flat"}, [("", {})]),
+        ("auto, budget = flat/8", budget, [("", {})] if quick else [("", {}), (", no re-ranking", {"rerank": 1})]),
+        ("auto, default budget (2 GiB)", {}, [("", {})]),
+    ]
+    if not quick:
+        configs.append(("IVF-Flat", {"factory": f"IVF{_pow2(4 * np.sqrt(n))},Flat"}, [("", {})]))
+    return configs
+
+
+def _pow2(x: float) -> int:
+    return int(2 ** round(np.log2(max(x, 16))))
+
+
+# ---------------------------------------------------------------------------------------- patch
+def bench_patch(n_images: int, grid: int, d: int, nq: int, kwargs: dict, workdir: Path, clock: Clock) -> dict:
+    from tipsv2_sdk.index import PatchIndex
+
+    p = grid * grid
+    t = time.perf_counter()
+    x = scenes(n_images, p, d, seed=5)
+    print(f"# patch {n_images} images x {p} patches: data {time.perf_counter() - t:.1f}s", flush=True)
+    path = workdir / f"p{n_images}"
+    t = time.perf_counter()
+    index = PatchIndex.create(path, dim=d, grid=(grid, grid), **kwargs)
+    for start in range(0, n_images, 256):
+        index.add(x[start : start + 256].astype(np.float32).reshape(-1, grid, grid, d))
+    index.save()
+    build = time.perf_counter() - t
+    rng = np.random.default_rng(9)
+    picks = rng.choice(n_images, size=nq, replace=False)
+    hits, lat, exact_lat = 0, [], []
+    for q in picks:
+        query = x[q].astype(np.float32) + 0.02 * rng.normal(size=(p, d)).astype(np.float32)
+        t = time.perf_counter()
+        exact = index.search_maxsim(query, k=10, exhaustive=True)
+        exact_lat.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        fast = index.search_maxsim(query, k=10)
+        lat.append(time.perf_counter() - t)
+        hits += len(set(exact.ids[0].tolist()) & set(fast.ids[0].tolist()))
+        if clock.left() < 10:
+            break
+    done = len(lat)
+    faiss_bytes = index_file_bytes(path, "index-*.faiss")
+    stored = index_file_bytes(path, "vectors-*.npy")
+    row = {
+        "images": n_images, "patches": p, "vectors": index.manifest.num_vectors, "factory": index.factory,
+        "queries": done, "recall@10": hits / (10 * done), "p50_ms": 1000 * float(np.percentile(lat, 50)),
+        "p95_ms": 1000 * float(np.percentile(lat, 95)), "exhaustive_p50_ms": 1000 * float(np.median(exact_lat)),
+        "build_s": build, "faiss_bytes": faiss_bytes, "stored_bytes": stored,
+        "faiss_bytes_per_vector": faiss_bytes / max(index.manifest.num_vectors, 1),
+    }
+    print(_patch_line(row), flush=True)
+    shutil.rmtree(path, ignore_errors=True)
+    return row
+
+
+def _patch_line(r: dict) -> str:
+    return (f"| {r['images']:,} x {r['patches']} = {r['vectors']:,} | `{r['factory']}` | {r['queries']} | "
+            f"{r['recall@10']:.3f} | {r['p50_ms']:.0f} / {r['p95_ms']:.0f} | {r['exhaustive_p50_ms']:.0f} | "
+            f"{r['build_s']:.1f} | {r['faiss_bytes'] / 2**20:.1f} MiB ({r['faiss_bytes_per_vector']:.0f} B/vec) | "
+            f"{r['stored_bytes'] / 2**20:.0f} MiB |")
+
+
+# ---------------------------------------------------------------------------------------- main
+def machine() -> str:
+    import faiss
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
+            f"faiss {faiss.__version__}, numpy {np.__version__}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes; finishes in under a minute")
+    parser.add_argument("--global-sizes", default=None, help="comma-separated collection sizes")
+    parser.add_argument("--queries", type=int, default=None)
+    parser.add_argument("--patch-images", type=int, default=None)
+    parser.add_argument("--patch-grid", type=int, default=None, help="patches per side (32 = 448 px at /14)")
+    parser.add_argument("--patch-queries", type=int, default=None)
+    parser.add_argument("--dim", type=int, default=768)
+    parser.add_argument("--time-cap", type=float, default=None, help="seconds for the whole run")
+    parser.add_argument("--threads", type=int, default=1, help="FAISS threads (1: fair on a shared machine)")
+    args = parser.parse_args()
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    quick = args.quick
+    sizes = [int(s) for s in (args.global_sizes or ("20000" if quick else "100000,1000000")).split(",")]
+    nq = args.queries or (100 if quick else 1000)
+    clock = Clock(args.time_cap or (50 if quick else 900))
+    print(f"machine: {machine()}; FAISS threads: {args.threads}")
+    workdir = Path(tempfile.mkdtemp(prefix="tipsv2-index-bench-"))
+    try:
+        print("\n| vectors | configuration | FAISS index (search params) | recall@10 | QPS | build s | bytes/vector | of flat |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n in sizes:
+            bench_global(n, nq, args.dim, global_configs(n, args.dim, quick), workdir, clock)
+        images = args.patch_images or (300 if quick else 2000)
+        grid = args.patch_grid or (8 if quick else 16)
+        print("\n| images x patches = vectors | FAISS index | queries | recall@10 (two-stage vs exhaustive) | "
+              "p50 / p95 ms | exhaustive p50 ms | build s | FAISS memory | stored fp16 |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for kwargs in ({}, {"pq": args.dim // 16}):
+            if clock.left() < 20:
+                print("| skipped (time cap) |")
+                continue
+            bench_patch(images, grid, args.dim, args.patch_queries or (10 if quick else 30), kwargs, workdir, clock)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\ntotal {time.perf_counter() - clock.start:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
