@@ -418,7 +418,8 @@ class BaseIndex:
         rows = self.store.sample_rows(tuning.SAMPLE[self.PURPOSE])
         return self._faiss_rows(self.store.all_ids()[rows], rows)
 
-    def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> np.ndarray:
+    def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, FAISS ids) of the normal search path at the depth given in ``params``."""
         raise NotImplementedError
 
     def _tune(self) -> None:
@@ -434,8 +435,9 @@ class BaseIndex:
             return
         queries, own = self._calibration_queries()
         truth = tuning.exact_neighbours(queries, ((f, x) for x, f in self._iter_faiss()), tuning.K + 1)
-        target = tuning.TARGET_RECALL[self.PURPOSE]
-        value, reached = tuning.calibrate(name, values, self._calibration_search, queries, own, truth, target)
+        target = tuning.TARGET_RECALL[self.PURPOSE] + (tuning.GRAPH_MARGIN if name == "efSearch" else 0.0)
+        tolerance = tuning.TIE_TOLERANCE[self.PURPOSE]
+        value, reached = tuning.calibrate(name, values, self._calibration_search, queries, own, truth, target, tolerance)
         self.manifest.search_params[name] = int(value)
         self.manifest.choice["measured_recall"] = round(reached, 4)
         self.manifest.choice["calibration"] = f"{name}={value}: recall@{tuning.K} {reached:.3f} on {len(queries)} own vectors (target {target})"

@@ -11,7 +11,8 @@ The rules, for ``n`` unit vectors of width ``d`` searched by inner product:
   vectors, so the codes only have to shortlist well.
 * OPQ: a rotation before PQ. With exact re-ranking it did not pay at ``m = d/8`` in our benchmark
   (same recall after re-ranking, ~20x the training time), so it is used only when the budget
-  forces smaller codes (``m < d/8``) on a collection large enough to train it (``OPQ_MIN``).
+  forces smaller codes (``m < d/8``) on a global collection large enough to train it (``OPQ_MIN``);
+  never for patch indexes, whose hits are re-ranked by exact MaxSim anyway.
 
 The expected recall figures are what benchmarks/index.py measured on clustered synthetic data
 (docs/index_benchmarks.md); they are estimates, not guarantees.
@@ -147,7 +148,8 @@ def choose_factory(
     cap = max(4, dim // 8) if purpose == "global" else max(4, dim // 16)
     allowed = budget / n - 8 - 4 * dim * nlist / n  # ids and centroids come out of the budget too
     m = int(pq) if pq is not None else _pq_m(dim, allowed, cap)
-    factory = ivfpq_factory(n, dim, m)
+    # Patch hits are re-ranked by exact MaxSim: OPQ's long training never pays there.
+    factory = ivfpq_factory(n, dim, m, opq=None if purpose == "global" else False)
     per_vector = m * pq_bits_for(n) / 8 + 8 + 4 * dim * nlist / n
     if pq is not None:
         reason = f"PQ requested ({m} bytes per vector)"
@@ -163,7 +165,8 @@ def choose_factory(
         per_vector,
         int(per_vector * n),
         train_size_for(nlist, n, pq=True),
-        {"nprobe": nprobe, "rerank": 8 if purpose == "global" else 1},
+        # Patch vectors of one object are near-duplicates: PQ needs a longer shortlist there.
+        {"nprobe": nprobe, "rerank": 8 if purpose == "global" else 16},
     )
 
 

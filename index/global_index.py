@@ -124,8 +124,9 @@ class GlobalIndex(BaseIndex):
     def _faiss_ids(self, ids: np.ndarray) -> np.ndarray:
         return np.asarray(ids, np.int64)
 
-    def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> np.ndarray:
-        return self.search(queries, k, nprobe=params.get("nprobe"), ef_search=params.get("efSearch")).ids
+    def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        res = self.search(queries, k, nprobe=params.get("nprobe"), ef_search=params.get("efSearch"))
+        return res.scores, res.ids
 
     # ------------------------------------------------------------------ mutation
     def add(

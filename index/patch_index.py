@@ -290,7 +290,9 @@ class PatchIndex(BaseIndex):
         return out
 
     def _region_top(self, q: np.ndarray, k: int, candidates: int | None, nprobe: int | None, overrides=None):
-        _, fids = self._token_search(q, max(k, candidates or 4 * k), nprobe, overrides)
+        # Compressed codes only shortlist: ``rerank * k`` hits are re-scored from the stored vectors.
+        rerank = max(1, int(self.manifest.search_params.get("rerank", 1)))
+        _, fids = self._token_search(q, max(k, candidates or rerank * k), nprobe, overrides)
         return top_k(self._exact_patch_scores(q, fids), fids, k)
 
     def _calibration_queries(self) -> tuple[np.ndarray, np.ndarray]:
@@ -302,15 +304,17 @@ class PatchIndex(BaseIndex):
         positions = (id_hash(ids) % np.uint64(self.vectors_per_row)).astype(np.int64)
         return self.store.take_items(rows, positions), pack_ids(ids, positions)
 
-    def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> np.ndarray:
-        return self._region_top(queries, k, None, None, params).ids
+    def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        res = self._region_top(queries, k, None, None, params)
+        return res.scores, res.ids
 
     def search_regions(
         self, queries: np.ndarray, k: int = 10, *, nprobe: int | None = None, candidates: int | None = None
     ) -> list[list[RegionHit]]:
         """Best-matching patches for each query vector (Q, D): exact cosine, best first.
 
-        ``candidates`` patches per query (default 4k) are fetched from FAISS and re-scored exactly.
+        ``candidates`` patches per query (default ``rerank * k`` from the manifest: 16k for PQ codes,
+        k for exact indexes) are fetched from FAISS and re-scored exactly.
         """
         q = unit_rows(as_matrix(queries, self.dim, "queries"))
         res = self._region_top(q, k, candidates, nprobe)

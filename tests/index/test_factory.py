@@ -42,7 +42,8 @@ def test_large_collections_get_hnsw_quantizer_and_opq_only_for_small_codes():
 
 
 def test_patch_purpose_never_uses_hnsw_and_honours_pq():
-    assert "HNSW32" not in choose_factory(300_000, 768, purpose="patch").factory.split(",")[0]
+    patch = choose_factory(300_000, 768, purpose="patch").factory
+    assert patch == "IVF2048_HNSW32,PQ48x8"  # no HNSW index, no OPQ: MaxSim re-ranks the hits
     forced = choose_factory(5000, 64, purpose="patch", pq=8)
     assert forced.factory.endswith("PQ8x8") and "requested" in forced.reason
     tiny = choose_factory(100, 64, purpose="patch", pq=8)  # too few vectors for 256 centroids
@@ -106,7 +107,7 @@ def test_search_depth_is_calibrated_on_the_index_itself(tmp_path, vec):
     assert choice["measured_recall"] >= tuning.TARGET_RECALL["global"] and f"nprobe={nprobe}" in choice["calibration"]
     # the depth is the smallest that reaches the target
     queries, own = index._calibration_queries()
-    truth = tuning.exact_neighbours(queries, [(np.arange(4000), index.vectors(np.arange(4000)))], 11)
+    _, truth = tuning.exact_neighbours(queries, [(np.arange(4000), index.vectors(np.arange(4000)))], 11)
     if nprobe > 1:
         found = index.search(queries, 11, nprobe=nprobe // 2).ids
         assert tuning.self_recall(found, truth, own) < tuning.TARGET_RECALL["global"]
@@ -121,8 +122,16 @@ def test_exact_neighbours_and_self_recall(vec):
 
     x = vec.clustered(500, 16)
     batches = [(np.arange(0, 250), x[:250]), (np.arange(250, 500), x[250:])]
-    assert np.array_equal(tuning.exact_neighbours(x[:20], batches, 5), vec.exact_topk(x, x[:20], 5))
+    scores, ids = tuning.exact_neighbours(x[:20], batches, 5)
+    assert np.array_equal(ids, vec.exact_topk(x, x[:20], 5))
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
     own = np.array([1, 2])
     truth = np.array([[1, 5, 6], [7, 2, 8]])
-    assert tuning.self_recall(np.array([[5, 6, 1], [7, 9, 2]]), truth, own, k=2) == pytest.approx(0.75)
+    found = np.array([[5, 6, 1], [7, 9, 2]])
+    assert tuning.self_recall(found, truth, own, k=2) == pytest.approx(0.75)
+    # id 9 is not in the true top-2 of query 2 but ties with its 2nd best (0.80): it counts
+    truth_scores = np.array([[1.0, 0.9, 0.8], [0.9, 1.0, 0.8]])
+    found_scores = np.array([[0.9, 0.8, 1.0], [0.9, 0.795, 1.0]])
+    tied = tuning.self_recall(found, truth, own, k=2, found_scores=found_scores, truth_scores=truth_scores, tolerance=0.01)
+    assert tied == pytest.approx(1.0)
     assert tuning.depth_values("nprobe", 8) == [1, 2, 4, 8]
