@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DuplicateIdError, IndexExistsError, IndexFormatError, IndexMismatchError, UnknownIdError
+from .errors import DuplicateIdError, IndexFormatError, IndexMismatchError, UnknownIdError
 from .factory import IndexChoice, choose_factory, describe_factory
 from .faiss_io import (
     bytes_hash,
@@ -31,7 +31,7 @@ from .faiss_io import (
     write_index_atomic,
 )
 from .gpu import GpuSearcher, wants_gpu
-from .manifest import IndexManifest, check_model, config_hash, model_dim, now_iso, read_manifest
+from .manifest import IndexManifest, check_model, new_manifest, now_iso, read_manifest
 from . import tuning
 from .store import VectorStore
 
@@ -92,29 +92,8 @@ class BaseIndex:
     # ------------------------------------------------------------------ construction
     @classmethod
     def _new_manifest(cls, path, model, dim, kind, model_name, cfg_hash, factory, memory_budget, dtype, overwrite):
-        from .manifest import MANIFEST_NAME
-
-        path = Path(path)
-        if (path / MANIFEST_NAME).exists() and not overwrite:
-            raise IndexExistsError(f"an index already exists at {path}; open it, or pass overwrite=True")
-        if path.exists() and not path.is_dir():
-            raise NotADirectoryError(f"{path} exists and is not a directory")
-        if model is not None:
-            dim = model_dim(model, "cls1" if kind == "patch" else kind) if dim is None else dim
-            model_name = getattr(model, "name", None) if model_name is None else model_name
-            cfg_hash = config_hash(model) if cfg_hash is None else cfg_hash
-        if dim is None or int(dim) <= 0:
-            raise ValueError("the vector width is unknown: pass model= or dim=")
-        if dtype not in ("float16", "float32"):
-            raise ValueError(f"dtype must be 'float16' or 'float32', not {dtype!r}")
-        auto = factory is None or factory == "auto"
-        # Replacing an index: keep counting generations so no new file can take an old one's name.
-        gen = read_manifest(path).files.get("gen", 0) if (path / MANIFEST_NAME).exists() else 0
-        return IndexManifest(
-            type=cls.TYPE, kind=kind, dim=int(dim), model_name=model_name, config_hash=cfg_hash, dtype=dtype,
-            factory=None if auto else factory, factory_auto=auto, memory_budget=memory_budget,
-            files={"gen": int(gen)},
-        )
+        return new_manifest(cls.TYPE, path, model=model, dim=dim, kind=kind, model_name=model_name, cfg_hash=cfg_hash,
+                            factory=factory, memory_budget=memory_budget, dtype=dtype, overwrite=overwrite)
 
     def _use_template(self, template: str | os.PathLike | None) -> None:
         """Reuse the trained (empty) index of another index directory, so that shards share training."""
@@ -423,24 +402,7 @@ class BaseIndex:
         raise NotImplementedError
 
     def _tune(self) -> None:
-        """Set nprobe / efSearch to the smallest depth that reaches the target recall (see tuning.py)."""
-        if self._index is None or len(self.store) * self.vectors_per_row < tuning.MIN_VECTORS:
-            return
-        ivf = ivf_of(self._index)
-        if ivf is not None:
-            name, values = "nprobe", tuning.depth_values("nprobe", ivf.nlist)
-        elif "HNSW" in (self.manifest.factory or ""):
-            name, values = "efSearch", tuning.depth_values("efSearch")
-        else:
-            return
-        queries, own = self._calibration_queries()
-        truth = tuning.exact_neighbours(queries, ((f, x) for x, f in self._iter_faiss()), tuning.K + 1)
-        target = tuning.TARGET_RECALL[self.PURPOSE] + (tuning.GRAPH_MARGIN if name == "efSearch" else 0.0)
-        tolerance = tuning.TIE_TOLERANCE[self.PURPOSE]
-        value, reached = tuning.calibrate(name, values, self._calibration_search, queries, own, truth, target, tolerance)
-        self.manifest.search_params[name] = int(value)
-        self.manifest.choice["measured_recall"] = round(reached, 4)
-        self.manifest.choice["calibration"] = f"{name}={value}: recall@{tuning.K} {reached:.3f} on {len(queries)} own vectors (target {target})"
+        tuning.tune(self)
 
     def _iter_faiss(self):
         for ids, vectors in self._iter_sorted():

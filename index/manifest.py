@@ -137,6 +137,46 @@ class IndexManifest:
         return out
 
 
+def new_manifest(
+    index_type: str,
+    path: str | os.PathLike,
+    *,
+    model: Any = None,
+    dim: int | None = None,
+    kind: str,
+    model_name: str | None = None,
+    cfg_hash: str | None = None,
+    factory: str | None = None,
+    memory_budget: int | None = None,
+    dtype: str = "float16",
+    overwrite: bool = False,
+) -> IndexManifest:
+    """The manifest of a new index at ``path`` (``IndexExistsError`` if one is there, unless ``overwrite``)."""
+    from .errors import IndexExistsError
+
+    path = Path(path)
+    exists = (path / MANIFEST_NAME).exists()
+    if exists and not overwrite:
+        raise IndexExistsError(f"an index already exists at {path}; open it, or pass overwrite=True")
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a directory")
+    if model is not None:
+        dim = model_dim(model, "cls1" if kind == "patch" else kind) if dim is None else dim
+        model_name = getattr(model, "name", None) if model_name is None else model_name
+        cfg_hash = config_hash(model) if cfg_hash is None else cfg_hash
+    if dim is None or int(dim) <= 0:
+        raise ValueError("the vector width is unknown: pass model= or dim=")
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"dtype must be 'float16' or 'float32', not {dtype!r}")
+    auto = factory is None or factory == "auto"
+    # Replacing an index: keep counting generations so no new file can take an old one's name.
+    gen = read_manifest(path).files.get("gen", 0) if exists else 0
+    return IndexManifest(
+        type=index_type, kind=kind, dim=int(dim), model_name=model_name, config_hash=cfg_hash, dtype=dtype,
+        factory=None if auto else factory, factory_auto=auto, memory_budget=memory_budget, files={"gen": int(gen)},
+    )
+
+
 def read_manifest(path: str | os.PathLike) -> IndexManifest:
     """Read ``path/manifest.json``; ``IndexNotFoundError`` if there is none."""
     path = Path(path)
@@ -196,5 +236,6 @@ __all__ = [
     "config_hash",
     "model_dim",
     "model_identity",
+    "new_manifest",
     "read_manifest",
 ]

@@ -22,7 +22,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 
 from .base import BaseIndex
 from .errors import DuplicateIdError, IndexMismatchError

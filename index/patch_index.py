@@ -365,7 +365,7 @@ class PatchIndex(BaseIndex):
         query_patches: np.ndarray,
         k: int = 10,
         *,
-        candidates_per_token: int = 32,
+        candidates_per_token: int = 128,
         max_candidates: int | None = None,
         exhaustive: bool = False,
         nprobe: int | None = None,

@@ -16,13 +16,14 @@ TARGET_RECALL = {"global": 0.95, "patch": 0.95}
 # Patch vectors of one object are near-duplicates, so the exact top-10 patches are often a tie
 # among dozens; a patch hit within this cosine of the true 10th best counts as found.
 TIE_TOLERANCE = {"global": 0.0, "patch": 0.01}
+# Calibration aims this much above the target: 200 sampled queries leave about ±0.01 of noise.
+MARGIN = 0.01
 # A stored vector is easier for a graph search to reach than an unseen query (its own links lead
-# to it): graph depths are calibrated to a higher recall so that unseen queries reach the target.
-GRAPH_MARGIN = 0.02
+# to it; measured: efSearch 16 gave 0.97 on own vectors but 0.94 on unseen queries), so a graph
+# gets one doubling of efSearch beyond the depth that reached the target.
 SAMPLE = {"global": 200, "patch": 64}
 MIN_VECTORS = 2000  # below this the defaults are fine and calibration would be noise
 K = 10
-
 
 def exact_neighbours(
     queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray]], k: int
@@ -37,7 +38,6 @@ def exact_neighbours(
         keep = np.argsort(-s, axis=1, kind="stable")[:, :k]
         best_s, best_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
     return best_s, best_i
-
 
 def self_recall(
     found: np.ndarray,
@@ -69,7 +69,6 @@ def self_recall(
         hits.append(min(got, len(keep_t)) / len(keep_t))
     return float(np.mean(hits)) if hits else 1.0
 
-
 def calibrate(
     name: str,
     values: list[int],
@@ -92,7 +91,6 @@ def calibrate(
             return value, reached
     return values[-1], reached
 
-
 def depth_values(name: str, nlist: int = 0) -> list[int]:
     """Candidate depths: powers of two up to ``nlist`` (nprobe) or 16..1024 (efSearch)."""
     if name == "nprobe":
@@ -103,5 +101,35 @@ def depth_values(name: str, nlist: int = 0) -> list[int]:
         return out + [nlist]
     return [16, 32, 64, 128, 256, 512, 1024]
 
+def tune(index) -> None:
+    """Set nprobe / efSearch of a freshly built ``GlobalIndex`` / ``PatchIndex`` (see module doc).
 
-__all__ = ["calibrate", "exact_neighbours", "self_recall", "depth_values", "TARGET_RECALL"]
+    Writes the depth to ``manifest.search_params`` and what it reached to ``manifest.choice``.
+    """
+    from .faiss_io import ivf_of
+
+    if index._index is None or len(index.store) * index.vectors_per_row < MIN_VECTORS:
+        return
+    ivf = ivf_of(index._index)
+    if ivf is not None:
+        name, values = "nprobe", depth_values("nprobe", ivf.nlist)
+    elif "HNSW" in (index.manifest.factory or ""):
+        name, values = "efSearch", depth_values("efSearch")
+    else:
+        return  # exact index: nothing to tune
+    queries, own = index._calibration_queries()
+    truth = exact_neighbours(queries, ((f, x) for x, f in index._iter_faiss()), K + 1)
+    target = TARGET_RECALL[index.PURPOSE] + MARGIN
+    tolerance = TIE_TOLERANCE[index.PURPOSE]
+    value, reached = calibrate(name, values, index._calibration_search, queries, own, truth, target, tolerance)
+    if name == "efSearch" and value < values[-1]:
+        value = values[values.index(value) + 1]
+        _, reached = calibrate(name, [value], index._calibration_search, queries, own, truth, target, tolerance)
+    index.manifest.search_params[name] = int(value)
+    index.manifest.choice["measured_recall"] = round(reached, 4)
+    index.manifest.choice["calibration"] = (
+        f"{name}={value}: recall@{K} {reached:.3f} on {len(queries)} own vectors (target {target:.2f})"
+    )
+
+
+__all__ = ["tune", "calibrate", "exact_neighbours", "self_recall", "depth_values", "TARGET_RECALL"]

@@ -104,13 +104,14 @@ def test_search_depth_is_calibrated_on_the_index_itself(tmp_path, vec):
     index.save()
     nprobe = index.manifest.search_params["nprobe"]
     choice = index.manifest.choice
-    assert choice["measured_recall"] >= tuning.TARGET_RECALL["global"] and f"nprobe={nprobe}" in choice["calibration"]
+    assert choice["measured_recall"] >= tuning.TARGET_RECALL["global"] + tuning.MARGIN
+    assert f"nprobe={nprobe}" in choice["calibration"]
     # the depth is the smallest that reaches the target
     queries, own = index._calibration_queries()
     _, truth = tuning.exact_neighbours(queries, [(np.arange(4000), index.vectors(np.arange(4000)))], 11)
     if nprobe > 1:
         found = index.search(queries, 11, nprobe=nprobe // 2).ids
-        assert tuning.self_recall(found, truth, own) < tuning.TARGET_RECALL["global"]
+        assert tuning.self_recall(found, truth, own) < tuning.TARGET_RECALL["global"] + tuning.MARGIN
     hnsw = GlobalIndex.create(tmp_path / "h", dim=32, factory="HNSW16")
     hnsw.add(x)
     hnsw.save()

@@ -17,8 +17,6 @@ D = 48
 
 @pytest.fixture(scope="module")
 def data():
-    from tipsv2_sdk.index import GlobalIndex  # noqa: F401  (import check only)
-
     rng_base = np.random.default_rng(5)
     centres = rng_base.normal(size=(40, D))
     labels = rng_base.integers(40, size=4200)
