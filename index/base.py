@@ -31,7 +31,7 @@ from .faiss_io import (
     write_index_atomic,
 )
 from .gpu import GpuSearcher, wants_gpu
-from .manifest import IndexManifest, check_model, new_manifest, now_iso, read_manifest
+from .manifest import IndexManifest, check_model, now_iso, read_manifest
 from . import tuning
 from .store import VectorStore
 
@@ -90,11 +90,6 @@ class BaseIndex:
         return 1
 
     # ------------------------------------------------------------------ construction
-    @classmethod
-    def _new_manifest(cls, path, model, dim, kind, model_name, cfg_hash, factory, memory_budget, dtype, overwrite):
-        return new_manifest(cls.TYPE, path, model=model, dim=dim, kind=kind, model_name=model_name, cfg_hash=cfg_hash,
-                            factory=factory, memory_budget=memory_budget, dtype=dtype, overwrite=overwrite)
-
     def _use_template(self, template: str | os.PathLike | None) -> None:
         """Reuse the trained (empty) index of another index directory, so that shards share training."""
         if template is None:
@@ -104,6 +99,10 @@ class BaseIndex:
             raise IndexMismatchError(
                 f"template {template} holds {other.type} {other.dim}-d vectors, not {self.manifest.type} {self.manifest.dim}-d"
             )
+        for field in ("model_name", "config_hash"):
+            mine, theirs = getattr(self.manifest, field), getattr(other, field)
+            if mine is not None and theirs is not None and mine != theirs:
+                raise IndexMismatchError(f"template {template} was built for {field}={theirs!r}, this index for {mine!r}")
         name = other.files.get("trained")
         if not name:
             raise IndexFormatError(f"template {template} has no trained index (train it or build an IVF/PQ index)")

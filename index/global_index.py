@@ -19,7 +19,7 @@ import numpy as np
 
 from .base import BaseIndex, as_matrix, unit_rows
 from .errors import IndexMismatchError
-from .manifest import GLOBAL_KINDS
+from .manifest import GLOBAL_KINDS, new_manifest
 from .store import VectorStore
 
 
@@ -94,7 +94,9 @@ class GlobalIndex(BaseIndex):
         """
         if kind not in GLOBAL_KINDS:
             raise ValueError(f"kind must be one of {', '.join(GLOBAL_KINDS)}, not {kind!r}")
-        manifest = cls._new_manifest(path, model, dim, kind, model_name, config_hash, factory, memory_budget, dtype, overwrite)
+        manifest = new_manifest(cls.TYPE, path, model=model, dim=dim, kind=kind, model_name=model_name,
+                                cfg_hash=config_hash, factory=factory, memory_budget=memory_budget, dtype=dtype,
+                                overwrite=overwrite)
         index = cls(Path(path), manifest, VectorStore((manifest.dim,), dtype), use_gpu=use_gpu)
         index._use_template(template)
         return index

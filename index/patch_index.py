@@ -30,6 +30,7 @@ import numpy as np
 from .base import BaseIndex, as_matrix, unit_rows
 from .errors import BoxError, IndexMismatchError
 from .global_index import SearchResult, top_k
+from .manifest import new_manifest
 from .maxsim import approximate_candidates, maxsim_exhaustive, maxsim_scores
 from . import tuning
 from .store import VectorStore
@@ -174,7 +175,9 @@ class PatchIndex(BaseIndex):
         indexed = (source[0] // ph, source[1] // pw)
         if indexed[0] * indexed[1] > 2**ID_SHIFT:
             raise ValueError(f"{indexed[0]}x{indexed[1]} patches exceed the {2**ID_SHIFT} positions an id can hold")
-        manifest = cls._new_manifest(path, model, dim, "patch", model_name, config_hash, factory, memory_budget, dtype, overwrite)
+        manifest = new_manifest(cls.TYPE, path, model=model, dim=dim, kind="patch", model_name=model_name,
+                                cfg_hash=config_hash, factory=factory, memory_budget=memory_budget, dtype=dtype,
+                                overwrite=overwrite)
         manifest.patch = {
             "grid": list(indexed), "source_grid": list(source), "pooling": [ph, pw],
             "pq": None if pq is None else int(pq), "id_shift": ID_SHIFT,

@@ -110,6 +110,22 @@ def test_auto_strategy_uses_lists_only_when_shards_share_training(tmp_path, data
     assert rebuilt.factory == "IVF16,Flat" and len(rebuilt) == N
 
 
+def test_template_must_match(tmp_path, data):
+    base, _, _ = data
+    template = GlobalIndex.create(tmp_path / "t", dim=D, factory="IVF16,Flat", model_name="m", config_hash="1")
+    template.train(base[:1000])
+    template.save()
+    with pytest.raises(IndexMismatchError, match="config_hash='1'"):
+        GlobalIndex.create(tmp_path / "x", dim=D, model_name="m", config_hash="2", template=tmp_path / "t")
+    with pytest.raises(IndexMismatchError, match="16-d"):
+        GlobalIndex.create(tmp_path / "y", dim=16, template=tmp_path / "t")
+    flat = GlobalIndex.create(tmp_path / "f", dim=D, factory="Flat")
+    flat.add(base[:10])
+    flat.save()
+    with pytest.raises(ValueError, match="no trained index"):
+        GlobalIndex.create(tmp_path / "z", dim=D, template=tmp_path / "f")
+
+
 def test_removed_rows_stay_removed_after_merge(tmp_path, data):
     base, queries, paths = data
     shards = _shards(tmp_path, data, 2, factory="Flat")
