@@ -32,10 +32,8 @@ from torch import nn
 from .ema import ema_update, frozen_copy
 from .heads import TipsHeads
 from .losses import ContrastiveLoss, DINOLoss, IBOTPatchLoss
-from .losses.dino import CENTERINGS
-from .masking import MASK_MODES
-from .objective import (ObjectiveOutput, contrastive_terms, decay_groups, example_masks, mean_entropy,
-                        num_prefix_tokens, pack_terms, patch_size)
+from .objective import (ObjectiveOutput, check_choice, check_shared_fields, contrastive_terms, decay_groups,
+                        example_masks, mean_entropy, num_prefix_tokens, pack_terms, patch_size)
 from .schedules import ema_momentum, teacher_temperature
 
 if TYPE_CHECKING:
@@ -81,17 +79,8 @@ class DistillConfig:
     def __post_init__(self) -> None:
         self.caption_sources = tuple(self.caption_sources)
         self.caption_probs = tuple(float(p) for p in self.caption_probs)
-        if self.teacher_heads not in TEACHER_HEADS:
-            raise ValueError(f"unknown teacher_heads {self.teacher_heads!r} (expected one of {', '.join(TEACHER_HEADS)})")
-        if self.mask_mode not in MASK_MODES:
-            raise ValueError(f"unknown mask_mode {self.mask_mode!r} (expected one of {', '.join(MASK_MODES)})")
-        if self.centering not in CENTERINGS:
-            raise ValueError(f"unknown centering {self.centering!r} (expected one of {', '.join(CENTERINGS)})")
-        if len(self.caption_sources) != len(self.caption_probs):
-            raise ValueError("caption_sources and caption_probs must have the same length")
-        for name in ("clip_weight", "dino_weight", "ibot_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_choice("teacher_heads", self.teacher_heads, TEACHER_HEADS)
+        check_shared_fields(self)
         if not (self.use_clip or self.use_dino or self.use_ibot):
             raise ValueError("every loss term is disabled")
 

@@ -22,7 +22,7 @@ ranks. DINO / iBOT centres are updated in ``forward`` while the module is in tra
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -41,6 +41,23 @@ if TYPE_CHECKING:
 TEACHERS = ("head_ema", "full_ema")
 # Parameters kept out of weight decay besides every bias / norm / scalar (ndim <= 1).
 NO_DECAY_NAMES = ("position_embeddings", "cls_token", "register_tokens", "mask_token", "temperature")
+
+
+def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Refuse a config value outside ``allowed``, naming the field and the choices."""
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r} (expected one of {', '.join(allowed)})")
+
+
+def check_shared_fields(cfg: Any) -> None:
+    """Checks common to the pre-training and distillation configs (masking, centering, captions, weights)."""
+    check_choice("mask_mode", cfg.mask_mode, MASK_MODES)
+    check_choice("centering", cfg.centering, CENTERINGS)
+    if len(cfg.caption_sources) != len(cfg.caption_probs):
+        raise ValueError("caption_sources and caption_probs must have the same length")
+    for f in fields(cfg):
+        if f.name.endswith("_weight") and getattr(cfg, f.name) < 0:
+            raise ValueError(f"{f.name} must be >= 0, got {getattr(cfg, f.name)}")
 
 
 @dataclass
@@ -83,17 +100,8 @@ class ObjectiveConfig:
         # YAML gives lists; keep tuples so configs compare and hash the same way.
         self.caption_sources = tuple(self.caption_sources)
         self.caption_probs = tuple(float(p) for p in self.caption_probs)
-        if self.teacher not in TEACHERS:
-            raise ValueError(f"unknown teacher {self.teacher!r} (expected one of {', '.join(TEACHERS)})")
-        if self.mask_mode not in MASK_MODES:
-            raise ValueError(f"unknown mask_mode {self.mask_mode!r} (expected one of {', '.join(MASK_MODES)})")
-        if self.centering not in CENTERINGS:
-            raise ValueError(f"unknown centering {self.centering!r} (expected one of {', '.join(CENTERINGS)})")
-        if len(self.caption_sources) != len(self.caption_probs):
-            raise ValueError("caption_sources and caption_probs must have the same length")
-        for f in fields(self):
-            if f.name.endswith("_weight") and getattr(self, f.name) < 0:
-                raise ValueError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")
+        check_choice("teacher", self.teacher, TEACHERS)
+        check_shared_fields(self)
         if not (self.use_clip or self.use_dino or self.use_ibot or self.koleo_weight > 0):
             raise ValueError("every loss term is disabled")
 
