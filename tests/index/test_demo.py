@@ -35,7 +35,7 @@ def test_demo_with_the_embedded_model(tmp_path):
     result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--json", "-k", "3"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["model"] == "tipsv2-tiny" and data["trained"] is False
+    assert data["model"] == "tipsv2-tiny" and data["trained"] is True
     assert data["build"]["counts"] == {"global": SAMPLE_COUNT, "patch": SAMPLE_COUNT} and not data["build"]["skipped"]
     kinds = [(q["type"], q["mode"]) for q in data["queries"]]
     assert kinds == [("text", "images"), ("text", "images"), ("text", "regions"), ("image", "images"), ("box", "images")]
@@ -45,11 +45,16 @@ def test_demo_with_the_embedded_model(tmp_path):
     page = (out / "results.html").read_text(encoding="utf-8")
     assert data["html"] == str(out / "results.html")
     assert len(re.findall(r'src="data:image/jpeg;base64,', page)) == 5 * 3 + 2  # hits + two query images
-    assert "RANDOM WEIGHTS" in page
-    # a second run reuses the index and prints the label for people
+    assert "RANDOM WEIGHTS" not in page
+    # the trained default model finds what the text asks for among the top 3 (known by construction)
+    objects = {s.path.name: {(o["color"], o["shape"]) for o in s.objects} for s in load_samples()}
+    for query in data["queries"][:3]:
+        color, shape = query["text"].split()[-2:]
+        assert any((color, shape) in objects[hit["path"].rsplit("/", 1)[-1]] for hit in query["results"]), query
+    # a second run reuses the index and prints the summary for people
     again = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert again.exit_code == 0, again.output
-    assert "RANDOM WEIGHTS" in again.stdout and "results page" in again.stdout
+    assert "RANDOM WEIGHTS" not in again.stdout and "results page" in again.stdout
     assert json.loads((out / "index" / "build.json").read_text())["last_run"]["added"] == 0
 
 
@@ -57,6 +62,8 @@ def test_demo_rebuilds_for_another_model(tmp_path, tiny_model_dir):
     out = tmp_path / "demo"
     first = CliRunner().invoke(cli, ["demo", "--out", str(out), "--json", "-k", "2", "--model", str(tiny_model_dir)])
     assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["trained"] is False
+    assert "RANDOM WEIGHTS" in (out / "results.html").read_text(encoding="utf-8")
     second = CliRunner().invoke(cli, ["demo", "--out", str(out), "--json", "-k", "2"])
     assert second.exit_code == 0, second.output
     assert json.loads(second.stdout)["model"] == "tipsv2-tiny"
