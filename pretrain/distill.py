@@ -33,7 +33,7 @@ from .ema import ema_update, frozen_copy
 from .heads import TipsHeads
 from .losses import ContrastiveLoss, DINOLoss, IBOTPatchLoss
 from .objective import (ObjectiveOutput, check_choice, check_shared_fields, contrastive_terms, decay_groups,
-                        example_masks, mean_entropy, num_prefix_tokens, pack_terms, patch_size)
+                        example_masks, mean_entropy, num_prefix_tokens, pack_terms, patch_size, split_crops)
 from .schedules import ema_momentum, teacher_temperature
 
 if TYPE_CHECKING:
@@ -159,9 +159,7 @@ class DistillObjective(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> ObjectiveOutput:
         cfg = self.cfg
         vision = self.model.vision_model
-        images = batch["global_crops"]
-        local = batch.get("local_crops")
-        n_local = int(local.shape[1]) if local is not None and local.ndim == 5 else 0
+        images, local, n_local = split_crops(batch)
         tau_t = self.teacher_temp(step)
         values: dict[str, torch.Tensor | float] = {"teacher_temp": tau_t}
         total = images.new_zeros((), dtype=torch.float32)

@@ -43,6 +43,13 @@ TEACHERS = ("head_ema", "full_ema")
 NO_DECAY_NAMES = ("position_embeddings", "cls_token", "register_tokens", "mask_token", "temperature")
 
 
+def split_crops(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """The global crops (B, 3, G, G), the local crops (B, M, 3, L, L) or None, and M."""
+    local = batch.get("local_crops")
+    n_local = int(local.shape[1]) if local is not None and local.ndim == 5 else 0
+    return batch["global_crops"], local, n_local
+
+
 def check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     """Refuse a config value outside ``allowed``, naming the field and the choices."""
     if value not in allowed:
@@ -255,9 +262,7 @@ class TipsV2Objective(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], step: int) -> ObjectiveOutput:
         cfg = self.cfg
         vision = self.model.vision_model
-        images = batch["global_crops"]
-        local = batch.get("local_crops")
-        n_local = int(local.shape[1]) if local is not None and local.ndim == 5 else 0
+        images, local, n_local = split_crops(batch)
         tau_t = self.teacher_temp(step)
         self_distill = cfg.use_dino or cfg.use_ibot
         values: dict[str, torch.Tensor | float] = {"teacher_temp": tau_t}
