@@ -57,28 +57,25 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _reduced(tensor: torch.Tensor, op: "dist.ReduceOp") -> torch.Tensor:
+    """A detached copy of ``tensor`` reduced over ranks with ``op`` (the copy itself on one process)."""
+    out = tensor.detach().clone()
+    if world_size() > 1:
+        dist.all_reduce(out, op=op)
+    return out
+
+
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
     """Mean of ``tensor`` over ranks (a new tensor; the input is left untouched)."""
-    if world_size() == 1:
-        return tensor.clone()
-    out = tensor.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out / world_size()
+    out = _reduced(tensor, dist.ReduceOp.SUM)
+    return out / world_size() if world_size() > 1 else out
 
 
-@torch.no_grad()
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     """Sum of ``tensor`` over ranks (a new tensor)."""
-    out = tensor.detach().clone()
-    if world_size() > 1:
-        dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return _reduced(tensor, dist.ReduceOp.SUM)
 
 
-@torch.no_grad()
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     """Element-wise maximum of ``tensor`` over ranks (a new tensor)."""
-    out = tensor.detach().clone()
-    if world_size() > 1:
-        dist.all_reduce(out, op=dist.ReduceOp.MAX)
-    return out
+    return _reduced(tensor, dist.ReduceOp.MAX)
