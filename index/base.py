@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..embeddings import l2_normalize
 from .errors import DuplicateIdError, IndexFormatError, IndexMismatchError, UnknownIdError
 from .factory import IndexChoice, choose_factory, describe_factory
 from .faiss_io import (
@@ -48,11 +49,6 @@ def as_matrix(x: Any, dim: int, what: str = "vectors") -> np.ndarray:
     if arr.ndim != 2 or arr.shape[1] != dim:
         raise IndexMismatchError(f"{what} have shape {tuple(arr.shape)}; the index holds {dim}-d vectors")
     return np.ascontiguousarray(arr)
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
 
 
 class BaseIndex:
@@ -342,7 +338,7 @@ class BaseIndex:
 
     def _train(self, index, x: np.ndarray) -> None:
         try:
-            index.train(unit_rows(x))
+            index.train(l2_normalize(x))
         except RuntimeError as exc:
             raise ValueError(f"cannot train {self.manifest.factory or 'the index'} on {len(x)} vectors: {str(exc).strip().splitlines()[-1]}") from None
 
@@ -492,4 +488,4 @@ class BaseIndex:
         return MAX_ID
 
 
-__all__ = ["BaseIndex", "as_matrix", "unit_rows"]
+__all__ = ["BaseIndex", "as_matrix"]

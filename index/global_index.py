@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import BaseIndex, as_matrix, unit_rows
+from ..embeddings import l2_normalize
+from .base import BaseIndex, as_matrix
 from .errors import IndexMismatchError
 from .manifest import GLOBAL_KINDS, new_manifest
 from .store import VectorStore
@@ -146,7 +147,7 @@ class GlobalIndex(BaseIndex):
         ids after the largest ever used; with ``ids`` (e.g. positions in a global file list, as a
         sharded build needs), the given ids are used and an id owned by another path is refused.
         """
-        x = unit_rows(as_matrix(vectors, self.dim))
+        x = l2_normalize(as_matrix(vectors, self.dim))
         return self._add_rows(x, paths, ids, metadata)
 
     def update(
@@ -185,7 +186,7 @@ class GlobalIndex(BaseIndex):
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, not {k}")
-        q = unit_rows(as_matrix(queries, self.dim, "queries"))
+        q = l2_normalize(as_matrix(queries, self.dim, "queries"))
         params = dict(self.manifest.search_params)
         if nprobe is not None:
             params["nprobe"] = nprobe

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import BaseIndex, as_matrix, unit_rows
+from ..embeddings import l2_normalize
+from .base import BaseIndex, as_matrix
 from .errors import BoxError, IndexMismatchError
 from .global_index import SearchResult, top_k
 from .manifest import new_manifest
@@ -68,7 +69,7 @@ def pool_patches(patches: np.ndarray, pooling: int | Sequence[int]) -> np.ndarra
     x = np.asarray(patches, np.float32)
     if (ph, pw) != (1, 1):
         x = x.reshape(n, h // ph, ph, w // pw, pw, d).mean(axis=(2, 4))
-    return unit_rows(x)
+    return l2_normalize(x)
 
 
 def box_to_cells(
@@ -319,7 +320,7 @@ class PatchIndex(BaseIndex):
         ``candidates`` patches per query (default ``rerank * k`` from the manifest: 16k for PQ codes,
         k for exact indexes) are fetched from FAISS and re-scored exactly.
         """
-        q = unit_rows(as_matrix(queries, self.dim, "queries"))
+        q = l2_normalize(as_matrix(queries, self.dim, "queries"))
         res = self._region_top(q, k, candidates, nprobe)
         gw = self.grid[1]
         out = []
@@ -351,7 +352,7 @@ class PatchIndex(BaseIndex):
 
         The ``candidates`` nearest patches per query decide which images are scored.
         """
-        q = unit_rows(as_matrix(queries, self.dim, "queries"))
+        q = l2_normalize(as_matrix(queries, self.dim, "queries"))
         _, fids = self._token_search(q, max(k, candidates), nprobe)
         width = max(1, fids.shape[1])
         scores = np.full((len(q), width), -np.inf, np.float32)
@@ -383,7 +384,7 @@ class PatchIndex(BaseIndex):
         arr = np.asarray(query_patches, np.float32)
         if arr.ndim == 3:
             arr = arr.reshape(-1, arr.shape[-1])
-        q = unit_rows(as_matrix(arr, self.dim, "query patches"))
+        q = l2_normalize(as_matrix(arr, self.dim, "query patches"))
         if exhaustive:
             batch = max(1, 2**24 // (self.vectors_per_row * self.dim))
             scores, ids = maxsim_exhaustive(q, self.store.iter_sorted(batch), k)
@@ -421,11 +422,11 @@ class PatchIndex(BaseIndex):
     ) -> list[RegionHit]:
         """Patches most similar to the mean of the patches a box covers on a query image."""
         tokens = self._box_tokens(query_patches, box, image_size)
-        return self.search_regions(unit_rows(tokens.mean(axis=0)), k, **kwargs)[0]
+        return self.search_regions(l2_normalize(tokens.mean(axis=0)), k, **kwargs)[0]
 
     def heatmap(self, query: np.ndarray, image_id: int, size: tuple[int, int] | None = None) -> np.ndarray:
         """Cosine of ``query`` (D,) with each patch of an image: (gh, gw), or (H, W) for ``size=(H, W)``."""
-        q = unit_rows(as_matrix(query, self.dim, "query"))[0]
+        q = l2_normalize(as_matrix(query, self.dim, "query"))[0]
         sims = self.patch_vectors(image_id) @ q
         return sims if size is None else upsample_bilinear(sims, size)
 
