@@ -88,7 +88,8 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
+def array_to_pil(arr: np.ndarray, name: str) -> Image.Image:
+    """A uint8 (H, W), (H, W, 1|3|4) array as an RGB PIL image; ``name`` identifies it in errors."""
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
@@ -130,7 +131,7 @@ def load_pixels(source: ImageInput, size: int, max_pixels: int = DEFAULT_MAX_PIX
             raise ImageLoadError(name, str(exc)) from None
         return pil_to_pixels(img, size)
     if isinstance(source, np.ndarray):
-        return pil_to_pixels(_array_to_pil(source, name), size)
+        return pil_to_pixels(array_to_pil(source, name), size)
     if hasattr(source, "detach") and hasattr(source, "cpu"):  # torch.Tensor, without importing torch here
         chw = source.detach().cpu().float().numpy()
         if chw.ndim != 3 or chw.shape[0] not in (1, 3):

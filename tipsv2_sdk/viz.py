@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .errors import ImageLoadError
-from .images import DEFAULT_MAX_PIXELS, _array_to_pil, describe, open_image, to_rgb
+from .images import DEFAULT_MAX_PIXELS, array_to_pil, describe, open_image, to_rgb
 from .io import atomic_write
 
 # Hand-picked, mutually distinct colours for the first labels; more are generated (golden-ratio hues).
@@ -48,7 +48,7 @@ def load_rgb(source: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         except (OSError, ValueError) as exc:
             raise ImageLoadError(name, str(exc)) from None
     if isinstance(source, np.ndarray):
-        return _array_to_pil(source, name)
+        return array_to_pil(source, name)
     if hasattr(source, "detach") and hasattr(source, "cpu"):  # torch.Tensor, CHW in [0, 1]
         chw = source.detach().cpu().float().numpy()
         if chw.ndim != 3 or chw.shape[0] not in (1, 3):
