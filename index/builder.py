@@ -25,8 +25,11 @@ import numpy as np
 from ..errors import TipsV2Error
 from ..images import DEFAULT_MAX_PIXELS
 from .collection import BUILD_FILE, GLOBAL_DIR, PATCH_DIR, WORK_DIR, read_build, read_skipped, write_skipped
-from .inputs import CollectedInputs, InputError, collect_inputs, fingerprint
+from .engines import ChunkJob, ChunkSpec, EngineOptions, InOrderCommitter, make_engine, pending_chunks
+from .engines.chunks import decode_meta
+from .inputs import CollectedInputs, InputError, fingerprint
 from .journal import Plan, WorkArea
+from .sources import SourceOptions, collect_sources
 from .shard import Shard, select
 
 GLOBAL_KINDS = ("cls1", "cls2", "concat", "mean_patch")
@@ -58,6 +61,8 @@ class BuildOptions:
     autocast: bool = False
     restart: bool = False  # discard an interrupted build instead of resuming it
     progress: bool = True
+    engine: EngineOptions = field(default_factory=EngineOptions)  # local, or Ray (index/engines/)
+    sources: SourceOptions = field(default_factory=SourceOptions)  # how tar / parquet inputs are read
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in GLOBAL_KINDS:
@@ -89,6 +94,8 @@ class BuildReport:
     seconds: float = 0.0
     images_per_second: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    engine: str = "local"
+    unreadable_sources: list[dict[str, str]] = field(default_factory=list)  # containers read only in part
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -194,58 +201,6 @@ def _indexed_paths(index) -> dict[str, int]:
     return {r["path"]: int(r["id"]) for r in index.records(ids) if r is not None and r.get("path") is not None}
 
 
-def _encode_chunk(model, paths: list[str], options: BuildOptions, image_size: int):
-    """Encode one chunk, skipping bad files; an unexpected decoder crash is isolated to its file.
-
-    Returns ``(parts, failed)``: ``parts`` pairs each ``ImageEmbeddings`` with the chunk positions of
-    its inputs, ``failed`` lists ``(position, reason)`` of files that crashed the encoder.
-    """
-    kwargs = dict(batch_size=options.batch_size, image_size=image_size, progress=False, on_error="skip",
-                  with_patches=options.patches, workers=options.workers, max_pixels=options.max_pixels,
-                  autocast=options.autocast)
-    try:
-        return [(np.arange(len(paths)), model.encode_images(paths, **kwargs))], []
-    except MemoryError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - retried file by file below; re-raised if not file-specific
-        first = exc
-    parts, failed = [], []
-    for j, path in enumerate(paths):
-        try:
-            parts.append((np.asarray([j]), model.encode_images([path], **kwargs)))
-        except MemoryError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one file's crash must not end a long build
-            failed.append((j, f"{type(exc).__name__}: {exc}"))
-    if len(failed) == len(paths):
-        raise first  # every file fails: not a file problem (e.g. out of device memory)
-    return parts, failed
-
-
-def _chunk_arrays(encoded, chunk_ids: np.ndarray, paths: list[str], options: BuildOptions):
-    """Turn the encoder output of one chunk into the arrays stored for it and its skipped rows."""
-    parts, failed = encoded
-    skipped = [{"id": int(chunk_ids[j]), "path": paths[j], "reason": reason} for j, reason in failed]
-    rows, glob, pats = [], [], []
-    for positions, emb in parts:
-        skipped += [{"id": int(chunk_ids[positions[s.index]]), "path": paths[positions[s.index]], "reason": s.reason}
-                    for s in emb.skipped]
-        if not len(emb):
-            continue
-        rows.append(positions[emb.indices])
-        if options.kind:
-            glob.append(emb.select(options.kind).astype(np.float32))
-        if options.patches:
-            pats.append(emb.patches.astype(options.dtype))
-    rows_arr = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
-    arrays = {"ids": chunk_ids[rows_arr]}
-    if options.kind:
-        arrays["global"] = np.concatenate(glob) if glob else np.zeros((0, 0), np.float32)
-    if options.patches:
-        arrays["patches"] = np.concatenate(pats) if pats else np.zeros((0, 0, 0, 0), options.dtype)
-    return arrays, sorted(skipped, key=lambda r: r["id"])
-
-
 def _progress(total: int, done: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -275,12 +230,15 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike |
     if out.is_dir() and not (out / BUILD_FILE).exists() and not (out / WORK_DIR).exists() and any(out.iterdir()):
         raise BuildError(f"{out} already holds other files and is not an index; build into a new or empty directory")
     start = time.perf_counter()
-    collected = inputs if isinstance(inputs, CollectedInputs) else collect_inputs(inputs)
+    collected = inputs if isinstance(inputs, CollectedInputs) else collect_sources(inputs, options.sources)
     if not collected.paths:
         raise InputError(f"found no image files in {', '.join(map(str, collected.sources))}")
     image_size = model.check_image_size(options.image_size)
     settings = {"model": _model_settings(model, model_ref), "kind": options.kind, "patches": options.patches,
                 "image_size": image_size, "dtype": options.dtype, "mode": mode, "shard": str(shard) if shard else None}
+    if options.sources != SourceOptions():
+        settings["sources"] = options.sources.to_dict()  # other columns would read other bytes
+    engine = make_engine(options.engine, model, model_ref, progress=options.progress)  # fails before any work
     record = read_build(out)
     _check_settings(out, record, options)
     work = WorkArea(out / WORK_DIR)
@@ -301,21 +259,24 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike |
         plan = Plan.from_dict(journal["plan"])
         # A resumed build keeps the batch size it started with: batches change the float rounding.
         options.batch_size = int(journal["settings"].get("batch_size", options.batch_size))
-        chunk_size, done = int(journal["chunk_size"]), int(journal["done"])
-        ids = np.asarray(plan.add_ids, dtype=np.int64)
-        bar = _progress(len(plan.add_ids), min(done * chunk_size, len(plan.add_ids)), options.progress)
-        for c in range(done, int(journal["chunks"])):
-            lo, hi = c * chunk_size, min((c + 1) * chunk_size, len(plan.add_ids))
-            paths = plan.add_paths[lo:hi]
-            arrays, skipped = _chunk_arrays(_encode_chunk(model, paths, options, image_size), ids[lo:hi], paths, options)
-            work.write_chunk(c, arrays, skipped)
-            work.commit_chunk(journal, c)
-            bar.update(hi - lo)
+        committer = InOrderCommitter(work, journal)
+        todo = pending_chunks(work, journal, plan.add_ids, plan.add_paths, committer)
+        embedded = sum(len(ids) for _, ids, _ in todo)
+        bar = _progress(len(plan.add_ids), len(plan.add_ids) - embedded, options.progress)
+        spec = ChunkSpec(image_size=image_size, kind=options.kind, patches=options.patches, patch_dtype=options.dtype,
+                         batch_size=options.batch_size, workers=options.workers, max_pixels=options.max_pixels,
+                         autocast=options.autocast)
+
+        def finished(chunk: int, images: int) -> None:
+            committer(chunk)
+            bar.update(images)
+
+        engine.run(ChunkJob(os.fspath(work.path), todo, spec, options.sources), finished)
         bar.close()
         report = _finalize(out, work, journal, plan, glob, patch, collected, settings, record, shard)
-    report.resumed_chunks = done if resumed else 0
+    report.resumed_chunks = int(journal["chunks"]) - len(todo) if resumed else 0
+    report.engine = engine.name
     report.seconds = round(time.perf_counter() - start, 3)
-    embedded = len(plan.add_ids) - min(done * chunk_size, len(plan.add_ids)) if resumed else len(plan.add_ids)
     report.images_per_second = round(embedded / report.seconds, 2) if report.seconds > 0 else 0.0
     return report
 
@@ -336,7 +297,7 @@ def _check_factories(options: BuildOptions, glob, patch, n: int) -> None:
 
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> str:
     """A description of the first setting that differs (ignoring run-only ones), or ''."""
-    for key in ("model", "kind", "patches", "image_size", "dtype", "mode", "shard"):
+    for key in ("model", "kind", "patches", "image_size", "dtype", "mode", "shard", "sources"):
         a, b = old.get(key), new.get(key)
         if key == "model":
             a, b = (a or {}).get("config_hash"), (b or {}).get("config_hash")
@@ -365,10 +326,12 @@ def _finalize(out: Path, work: WorkArea, journal: dict[str, Any], plan: Plan, gl
             return
         ids = np.concatenate([a["ids"] for a in pending])
         paths = [by_id[int(i)] for i in ids]
+        metas = [m for a in pending for m in decode_meta(a)]  # captions / JSON of container samples
+        metadata = metas if any(m is not None for m in metas) else None
         if glob is not None:
-            glob.add(np.concatenate([a["global"] for a in pending]), paths, ids=ids)
+            glob.add(np.concatenate([a["global"] for a in pending]), paths, ids=ids, metadata=metadata)
         if patch is not None:
-            patch.add(np.concatenate([a["patches"] for a in pending]), paths, ids=ids)
+            patch.add(np.concatenate([a["patches"] for a in pending]), paths, ids=ids, metadata=metadata)
         pending.clear()
 
     for c in range(int(journal["chunks"])):
@@ -393,6 +356,7 @@ def _finalize(out: Path, work: WorkArea, journal: dict[str, Any], plan: Plan, gl
         shard=settings["shard"], inputs=len(collected.paths), selected=selected, ignored=collected.ignored,
         added=added, removed=len(plan.remove_ids), unchanged=max(0, before - len(plan.remove_ids)),
         skipped=sorted(skipped, key=lambda r: r["id"]), chunks=int(journal["chunks"]), counts=counts,
+        unreadable_sources=list(getattr(collected, "problems", [])),
     )
     build = {"format": 1, "model": settings["model"], "kind": settings["kind"], "patches": settings["patches"],
              "image_size": settings["image_size"], "dtype": settings["dtype"], "inputs": plan.inputs,

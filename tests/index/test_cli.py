@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from tipsv2_sdk.cli.app import cli
 
 BUILD_KEYS = {"out", "model", "kind", "patches", "shard", "inputs", "selected", "ignored", "added", "removed",
-              "unchanged", "skipped", "resumed_chunks", "chunks", "seconds", "images_per_second", "counts"}
+              "unchanged", "skipped", "resumed_chunks", "chunks", "seconds", "images_per_second", "counts",
+              "engine", "unreadable_sources"}
 REPORT_KEYS = {"index", "model", "trained", "kind", "patches", "k", "queries"}
 QUERY_KEYS = {"type", "text", "image", "box", "mode", "method", "results"}
 HIT_KEYS = {"rank", "id", "path", "score"}
