@@ -25,12 +25,20 @@ _EXPORTS = {
     "ImageEmbeddings": "embeddings",
     "SkippedImage": "embeddings",
     "TipsTokenizer": "tokenizer",
+    "TransformersTokenizer": "tokenizer",
+    "weights_fingerprint": "fingerprint",
     "Tipsv2PilImageProcessor": "image_processor",
     "ImageLoadError": "errors",
     "UnknownModelError": "errors",
+    "ModelUnavailableError": "errors",
     "CheckpointError": "errors",
     "TipsV2Error": "errors",
     "convert_official": "convert",
+    "convert_official_dpt": "convert",
+    "load_dense": "dense",
+    "dense_names": "dense",
+    "DenseModel": "dense_model",
+    "DensePrediction": "dense",
 }
 
 

@@ -13,6 +13,10 @@ class UnknownModelError(TipsV2Error, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ModelUnavailableError(UnknownModelError):
+    """A known model (hub id or registry name) has no local copy and cannot be downloaded now."""
+
+
 class ImageLoadError(TipsV2Error, ValueError):
     """An image could not be opened or decoded.
 

@@ -21,10 +21,12 @@ import torch
 from .embeddings import ImageEmbeddings, SkippedImage, l2_normalize
 from .errors import ImageLoadError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_pixels
-from .tokenizer import TipsTokenizer
+from .fingerprint import ModelFingerprint, short_fingerprint
 
 if TYPE_CHECKING:
     from transformers import Tipsv2Model
+
+    from .tokenizer import Tokenizer
 
 SDK_CONFIG_FILE = "tipsv2_sdk.json"
 
@@ -44,17 +46,20 @@ class TipsV2:
     def __init__(
         self,
         hf_model: Tipsv2Model,
-        tokenizer: TipsTokenizer | None,
+        tokenizer: Tokenizer | None,
         *,
         name: str = "custom",
         source: str = "memory",
         meta: dict[str, Any] | None = None,
+        weights_dir: str | os.PathLike | None = None,
     ):
+        """``weights_dir``: the directory the weights were loaded from (identifies them by its files)."""
         self.hf_model = hf_model.eval()
         self.tokenizer = tokenizer
         self.name = name
         self.source = source
         self.meta = dict(meta or {})
+        self._fingerprint = ModelFingerprint(self.hf_model, weights_dir)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -91,6 +96,21 @@ class TipsV2:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.hf_model.parameters()).dtype
+
+    @property
+    def weights_fingerprint(self) -> str:
+        """SHA-256 of the weights as saved (lowercase hex); see ``tipsv2_sdk.fingerprint``.
+
+        The same for every dtype/device the same files are loaded to; different for different
+        weights. The first call hashes (or reads the stored value); later calls are cheap unless
+        the tensors were changed in place since.
+        """
+        return self._fingerprint.value(self.hf_model)
+
+    @property
+    def display_name(self) -> str:
+        """The name and the short fingerprint, e.g. ``"tipsv2-tiny (weights 1a2b3c4d)"``."""
+        return f"{self.name} (weights {short_fingerprint(self.weights_fingerprint)})"
 
     @property
     def temperature(self) -> float:
@@ -223,7 +243,11 @@ class TipsV2:
 
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Token ids and attention mask as torch tensors (lowercased SentencePiece, pad 0)."""
+        """Token ids and attention mask as torch tensors (pad 0, no BOS/EOS, cut to the text positions).
+
+        transformers' ``Tipsv2Tokenizer`` when the model came with a ``tokenizer.json``, else the
+        SentencePiece ``tokenizer.model`` (docs/getting_models.md, "Tokenizers").
+        """
         if self.tokenizer is None:
             raise RuntimeError(f"model {self.name!r} was loaded without a tokenizer (vision-only)")
         ids, mask = self.tokenizer.encode(list(texts), max_length=self.config.text_config.max_position_embeddings)
@@ -289,7 +313,12 @@ class TipsV2:
         return make_image_processor(self.check_image_size(image_size))
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path:
-        """Write an HF-format directory that ``tips.load`` and ``AutoModel.from_pretrained`` read."""
+        """Write an HF-format directory that ``tips.load`` and ``AutoModel.from_pretrained`` read.
+
+        Besides transformers' files it holds ``weights_fingerprint.json`` (the weights'
+        fingerprint, hashed from the written file) and ``tipsv2_sdk.json`` (name, provenance).
+        """
+        from .fingerprint import write_fingerprint
         from .hf_utils import quiet_transformers
         from .io import atomic_directory
 
@@ -299,6 +328,7 @@ class TipsV2:
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(tmp)
             self.image_processor().save_pretrained(tmp)
+            write_fingerprint(tmp)
             meta = {**self.meta, "name": self.name}
             (tmp / SDK_CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return out_dir
