@@ -8,17 +8,18 @@ from typing import Any
 
 import torch
 
-from .errors import UnknownModelError
+from . import hub
+from .errors import ModelUnavailableError, UnknownModelError
 from .hf_utils import quiet_transformers
 from .model import SDK_CONFIG_FILE, TipsV2
-from .registry import ModelSpec, get_spec, list_models
-from .tokenizer import TOKENIZER_FILE, TipsTokenizer
+from .registry import get_spec, list_models
+from .tokenizer import load_tokenizer
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 
 def cache_dir() -> Path:
-    """Where converted or downloaded models are looked up by registry name.
+    """Where converted models are looked up by registry name (hub downloads go to the HF cache).
 
     ``$TIPSV2_HOME`` if set, else ``~/.cache/tipsv2_sdk``; a model named ``tipsv2-b14`` is found at
     ``<cache>/tipsv2-b14`` (for instance the output of ``tipsv2 convert``).
@@ -38,73 +39,126 @@ def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 def load_directory(directory: str | os.PathLike, device: str | torch.device = "cpu", dtype=None,
                    name: str | None = None) -> TipsV2:
-    """Load an HF-format TIPSv2 directory (config.json + model.safetensors [+ tokenizer.model])."""
+    """Load an HF-format TIPSv2 directory: config.json + model.safetensors [+ tokenizer].
+
+    The tokenizer is transformers' ``Tipsv2Tokenizer`` when the directory has a ``tokenizer.json``,
+    else SentencePiece from ``tokenizer.model``, else none (vision-only).
+    """
     from transformers import Tipsv2Model
 
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise UnknownModelError(f"{directory} is not a model directory: config.json is missing")
-    model_type = json.loads(config_path.read_text()).get("model_type")
-    if model_type != "tipsv2" or "vision_config" not in json.loads(config_path.read_text()):
+    config = json.loads(config_path.read_text())
+    model_type = config.get("model_type")
+    if model_type != "tipsv2":
         raise UnknownModelError(
             f"{directory} holds a {model_type!r} config, not a transformers-native TIPSv2 model; "
             "convert official checkpoints with `tipsv2 convert`"
         )
+    if "vision_config" not in config:
+        raise UnknownModelError(
+            f"{directory} holds the remote-code TIPSv2 config (no vision_config), not the transformers-native "
+            "format; load a native revision (revision=...) or convert the official checkpoint with `tipsv2 convert`"
+        )
     with quiet_transformers():
         hf_model = Tipsv2Model.from_pretrained(directory, dtype=_parse_dtype(dtype) or torch.float32)
     hf_model.to(device)
-    tokenizer = TipsTokenizer.from_pretrained(directory) if (directory / TOKENIZER_FILE).is_file() else None
+    tokenizer = load_tokenizer(directory)
     meta_path = directory / SDK_CONFIG_FILE
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return TipsV2(hf_model, tokenizer, name=name or meta.get("name") or directory.name,
-                  source=str(directory), meta=meta)
+                  source=str(directory), meta=meta, weights_dir=directory)
 
 
-def _from_hub(spec: ModelSpec, device, dtype) -> TipsV2:
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-    if spec.hub_id is None or offline:
-        where = "no hub id is known" if spec.hub_id is None else "HF_HUB_OFFLINE is set"
-        raise UnknownModelError(
-            f"model {spec.name!r} is not available locally ({cache_dir() / spec.name} does not exist) and {where}; "
-            f"convert the official checkpoint with `tipsv2 convert ... {cache_dir() / spec.name}`"
-        )
-    from huggingface_hub import snapshot_download
-
-    return load_directory(snapshot_download(spec.hub_id), device=device, dtype=dtype, name=spec.name)
+def hub_id_of(name_or_path: str) -> str | None:
+    """The hub id a name loads from: a registry name's ``hub_id``, or an ``org/name`` id itself."""
+    if name_or_path in list_models():
+        return get_spec(name_or_path).hub_id
+    return name_or_path if hub.is_hub_id(name_or_path) else None
 
 
-def resolve_source(name_or_path: str | os.PathLike) -> tuple[str, Path | None]:
-    """Where a name would load from: ``("directory"|"embedded"|"cache"|"hub", path)``."""
+def _registry_name_of(repo_id: str) -> str | None:
+    """``google/tipsv2-b14`` → ``tipsv2-b14`` (the registry entry with that hub id), else ``None``."""
+    for name in list_models():
+        if get_spec(name).hub_id == repo_id:
+            return name
+    return None
+
+
+def resolve_source(name_or_path: str | os.PathLike, revision: str | None = None) -> tuple[str, Path | None]:
+    """Where a name would load from, without loading or downloading anything.
+
+    Returns ``(kind, path)``: ``"directory"`` (a local HF-format directory), ``"embedded"`` (inside
+    the package), ``"cache"`` (converted into ``$TIPSV2_HOME``), ``"hub-cache"`` (a complete
+    snapshot in the HF cache), ``"hub"`` (downloadable when online; path ``None``) or
+    ``"missing"`` (a registry name with no local copy and no hub id).
+    """
     path = Path(name_or_path)
     if path.is_dir():
+        if revision is not None:
+            raise UnknownModelError(f"revision={revision!r} applies to hub ids, not to the local directory {path}")
         return "directory", path
-    spec = get_spec(os.fspath(name_or_path))
-    if spec.embedded:
-        return "embedded", ASSETS_DIR / spec.name
-    cached = cache_dir() / spec.name
-    if cached.is_dir():
-        return "cache", cached
-    return "hub", None
+    name = os.fspath(name_or_path)
+    if name in list_models():
+        spec = get_spec(name)
+        if spec.embedded and revision is None:
+            return "embedded", ASSETS_DIR / spec.name
+        cached = cache_dir() / spec.name
+        if cached.is_dir() and revision is None:
+            return "cache", cached
+        if spec.hub_id is None:
+            if revision is not None:
+                raise UnknownModelError(f"revision={revision!r} applies to hub ids; {name!r} has none")
+            return "missing", None
+        repo_id = spec.hub_id
+    elif hub.is_hub_id(name):
+        repo_id = name
+    else:
+        raise UnknownModelError(f"unknown model {name!r}: not a directory, not a hub id (org/name) and not a "
+                                f"registered name (known: {', '.join(list_models())})")
+    snapshot = hub.cached_snapshot(repo_id, revision)
+    return ("hub-cache", snapshot) if snapshot is not None else ("hub", None)
 
 
 def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
-         dtype: torch.dtype | str | None = None) -> TipsV2:
+         dtype: torch.dtype | str | None = None, *, revision: str | None = None) -> TipsV2:
     """Load a TIPS / TIPSv2 model.
 
     Args:
-        name_or_path: an HF-format directory (written by ``tipsv2 convert``, ``tipsv2 pretrain`` or
-            ``TipsV2.save_pretrained``), or a registry name (``tips.list_models()``): the embedded
-            default ``tipsv2-tiny``, a converted copy in the cache directory, or its hub id when online.
+        name_or_path: one of
+            * an HF-format directory (written by transformers, ``tipsv2 convert``, ``tipsv2 pretrain``
+              or ``TipsV2.save_pretrained``);
+            * a registry name (``tips.list_models()``): the embedded default ``tipsv2-tiny``, a
+              converted copy in ``$TIPSV2_HOME/<name>``, else its hub id (``tipsv2-b14`` →
+              ``google/tipsv2-b14``);
+            * a hub id ``org/name`` whose config is ``model_type: tipsv2``.
         device: torch device for the weights.
         dtype: weight dtype (``torch.float32`` default, ``"bf16"``, ``"fp16"``).
+        revision: hub branch, tag or commit (hub ids and registry names only).
 
-    Nothing is downloaded unless a registry name has no local copy and the hub is reachable.
+    A complete snapshot in the HF cache is used without any network call; otherwise the model is
+    downloaded only when online (``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` unset). Offline with
+    no copy, ``ModelUnavailableError`` names the hub id, the cache directory and ``tipsv2 convert``.
     """
-    kind, path = resolve_source(name_or_path)
-    name = Path(name_or_path).name if kind == "directory" else os.fspath(name_or_path)
-    if kind == "hub":
-        return _from_hub(get_spec(name), device, dtype)
+    kind, path = resolve_source(name_or_path, revision=revision)
+    name = os.fspath(name_or_path)
+    if kind == "missing":
+        raise ModelUnavailableError(
+            f"model {name!r} is not available locally ({cache_dir() / name} does not exist) and has no hub id; "
+            f"convert the official checkpoint with `tipsv2 convert --variant {name} ... {cache_dir() / name}`"
+        )
+    if kind in ("hub", "hub-cache"):
+        repo_id = hub_id_of(name)
+        registry_name = name if name in list_models() else _registry_name_of(repo_id)
+        if path is None:
+            path = hub.resolve(repo_id, revision, convert_hint=registry_name)
+        else:
+            hub.check_tipsv2_config(json.loads((path / "config.json").read_text()), repo_id, revision)
+        model = load_directory(path, device=device, dtype=dtype, name=registry_name or repo_id)
+        model.source = f"{kind}:{repo_id}@{path.name}:{path}"
+        return model
     if kind == "embedded" and not (path / "config.json").is_file():
         raise UnknownModelError(f"the embedded model {name!r} is missing from this installation ({path})")
     model = load_directory(path, device=device, dtype=dtype, name=None if kind == "directory" else name)
@@ -112,4 +166,4 @@ def load(name_or_path: str | os.PathLike, device: str | torch.device = "cpu",
     return model
 
 
-__all__ = ["load", "load_directory", "list_models", "cache_dir", "resolve_source"]
+__all__ = ["load", "load_directory", "list_models", "cache_dir", "resolve_source", "hub_id_of"]

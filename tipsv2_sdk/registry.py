@@ -101,7 +101,7 @@ def get_spec(name: str) -> ModelSpec:
         return _REGISTRY[name]
     except KeyError:
         raise UnknownModelError(
-            f"unknown model {name!r}: not a directory and not a registered name "
+            f"unknown model {name!r}: not a directory, not a hub id (org/name) and not a registered name "
             f"(known: {', '.join(list_models())})"
         ) from None
 

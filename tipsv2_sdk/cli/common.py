@@ -22,7 +22,8 @@ def model_option(func: Callable) -> Callable:
     """``--model NAME_OR_DIR`` defaulting to the embedded model."""
     return click.option(
         "--model", "-m", "model_name", default=EMBEDDED_DEFAULT, show_default=True,
-        help="Registry name (see `tipsv2 info --list`) or an HF-format model directory.",
+        help="Registry name (see `tipsv2 info --list`), hub id (org/name, optionally org/name@revision) "
+             "or an HF-format model directory.",
     )(func)
 
 
@@ -31,14 +32,20 @@ def device_option(func: Callable) -> Callable:
 
 
 def load_model(name: str, device: str = "cpu"):
-    """Load a model, turning a bad name into a ``UserError``."""
+    """Load a model for a command; every ``-m/--model`` goes through here.
+
+    ``org/name@revision`` pins a hub revision. A bad name, a model missing offline or a repo that
+    is not TIPSv2 becomes a ``UserError`` (exit 2, one line).
+    """
     from ..errors import TipsV2Error
+    from ..hub import split_revision
     from ..loading import load
 
+    name, revision = split_revision(name)
     try:
-        return load(name, device=device)
+        return load(name, device=device, revision=revision)
     except TipsV2Error as exc:
-        raise UserError(str(exc)) from None
+        raise UserError(" ".join(str(exc).split())) from None
 
 
 def echo_json(data: Any) -> None:

@@ -15,7 +15,10 @@ from .common import UserError, device_option, echo_json, load_model, user_errors
 @device_option
 @user_errors
 def info(model_name: str | None, list_all: bool, as_json: bool, device: str) -> None:
-    """Show a model's variant, parameters, dims, image size and where it was loaded from."""
+    """Show a model's variant, parameters, dims, image size, weights fingerprint and where it came from.
+
+    MODEL_NAME: registry name, hub id (org/name[@revision]) or model directory.
+    """
     from ..loading import resolve_source
     from ..registry import EMBEDDED_DEFAULT, get_spec, list_models
 
@@ -26,12 +29,14 @@ def info(model_name: str | None, list_all: bool, as_json: bool, device: str) -> 
             kind, path = resolve_source(name)
             rows.append({"name": name, "version": spec.version, "width": spec.width, "depth": spec.depth,
                          "image_size": spec.image_size if spec.version == 2 else 448,
-                         "available": kind != "hub", "hub_id": spec.hub_id})
+                         "available": kind not in ("hub", "missing"), "where": kind,
+                         "path": None if path is None else str(path), "hub_id": spec.hub_id})
         if as_json:
             echo_json(rows)
         else:
             for r in rows:
-                status = "local" if r["available"] else (r["hub_id"] or "-")
+                status = {"hub-cache": f"HF cache ({r['hub_id']})", "hub": f"hub {r['hub_id']} (not downloaded)",
+                          "missing": "- (convert it)"}.get(r["where"], r["where"])
                 click.echo(f"{r['name']:<18} v{r['version']}  width {r['width']:<5} depth {r['depth']:<3} {status}")
         return
     model = load_model(model_name or EMBEDDED_DEFAULT, device=device)
@@ -49,7 +54,9 @@ def info(model_name: str | None, list_all: bool, as_json: bool, device: str) -> 
         "vision": {"layers": vc.num_hidden_layers, "heads": vc.num_attention_heads, "swiglu": vc.use_swiglu_ffn,
                    "prefix_tokens": model.num_prefix_tokens},
         "text": {"layers": tc.num_hidden_layers, "vocab_size": tc.vocab_size,
-                 "max_length": tc.max_position_embeddings, "tokenizer": model.tokenizer is not None},
+                 "max_length": tc.max_position_embeddings, "tokenizer": model.tokenizer is not None,
+                 "tokenizer_kind": getattr(model.tokenizer, "kind", None)},
+        "weights_fingerprint": model.weights_fingerprint,
         "temperature": model.temperature,
         "dtype": str(model.dtype).replace("torch.", ""),
     }
@@ -64,7 +71,11 @@ def info(model_name: str | None, list_all: bool, as_json: bool, device: str) -> 
                f"({data['grid']}x{data['grid']} grid), prefix tokens {model.num_prefix_tokens} [CLS1, CLS2]")
     click.echo(f"vision       {vc.num_hidden_layers} layers, {vc.num_attention_heads} heads, "
                f"{'SwiGLU' if vc.use_swiglu_ffn else 'GELU MLP'}")
-    click.echo(f"text         {tc.num_hidden_layers} layers, vocab {tc.vocab_size}, max {tc.max_position_embeddings} tokens")
+    tokenizer = {"transformers": "Tipsv2Tokenizer (tokenizer.json)", "sentencepiece": "SentencePiece (tokenizer.model)",
+                 None: "none (vision-only)"}.get(data["text"]["tokenizer_kind"], str(data["text"]["tokenizer_kind"]))
+    click.echo(f"text         {tc.num_hidden_layers} layers, vocab {tc.vocab_size}, max {tc.max_position_embeddings} tokens, "
+               f"tokenizer {tokenizer}")
+    click.echo(f"weights      {data['weights_fingerprint']}")
 
 
 @click.command()
@@ -94,11 +105,15 @@ def convert(out_dir: Path, vision_npz: Path | None, text_npz: Path | None, token
     for label, path in (("--vision", vision_npz), ("--text", text_npz), ("--tokenizer", tokenizer_model)):
         if path is not None and not path.is_file():
             raise UserError(f"{label}: no such file: {path}")
+    from ..fingerprint import directory_fingerprint, short_fingerprint
+
     out = convert_official(vision_npz, text_npz, tokenizer_model, out_dir, variant=variant)
     meta = json.loads((out / "tipsv2_sdk.json").read_text())
+    fingerprint = directory_fingerprint(out)  # stored by save_pretrained: no second hash
     if as_json:
-        echo_json({"out_dir": str(out), **meta})
+        echo_json({"out_dir": str(out), **meta, "weights_fingerprint": fingerprint})
         return
     towers = " + ".join(t for t in ("vision", "text") if meta["converted_from"][t])
     random = f"; random {' + '.join(meta['random_towers'])} tower" if meta["random_towers"] else ""
-    click.echo(f"wrote {out} ({meta['variant']}, TIPS v{meta['version']}: {towers}{random})")
+    click.echo(f"wrote {out} ({meta['variant']}, TIPS v{meta['version']}: {towers}{random}; "
+               f"weights {short_fingerprint(fingerprint)})")
