@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,8 @@ from .chunks import ChunkJob, ChunkSpec, OnDone, embed_inputs
 # writing chunk N if the file ``crash-after-chunk-N`` exists there (deleting it first, so the
 # crash happens once and the retried task succeeds).
 FAULT_ENV = "TIPSV2_RAY_FAULT_DIR"
-RETRIES = 3  # per task and per actor: enough for lost workers, finite for a chunk that always kills its actor
+RETRIES = 3  # restarts per actor and retries per chunk: enough for lost workers, finite for a chunk
+# that kills its actor every time
 
 
 class EngineError(TipsV2Error, RuntimeError):
@@ -175,15 +177,19 @@ class RayEngine:
             env = {FAULT_ENV: os.environ[FAULT_ENV]} if os.environ.get(FAULT_ENV) else None
             data = ray.data.from_items(rows, override_num_blocks=len(rows))
             data = data.map_batches(read_stage, batch_size=1, batch_format="numpy", num_cpus=1,
-                                    fn_kwargs={"sources": job.sources.to_dict()}, max_retries=RETRIES)
-            data = data.map_batches(
-                ChunkEmbedder, batch_size=1, batch_format="numpy",
-                compute=ray.data.ActorPoolStrategy(size=min(actors, len(rows))),
-                fn_constructor_kwargs=dict(model_ref=self.model_ref, identity=self.identity, spec=job.spec.to_dict(),
-                                           work_dir=os.path.abspath(job.work_dir), device=device,
-                                           threads=int(resources["num_cpus"])),
-                runtime_env={"env_vars": env} if env else None,
-                max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
+                                    fn_kwargs={"sources": job.sources.to_dict()})
+            with warnings.catch_warnings():
+                # Ray Data's own default is to restart actors and retry their tasks forever; a finite
+                # budget needs the (deprecated but still the only) remote-args route.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                data = data.map_batches(
+                    ChunkEmbedder, batch_size=1, batch_format="numpy",
+                    compute=ray.data.ActorPoolStrategy(size=min(actors, len(rows))),
+                    fn_constructor_kwargs=dict(model_ref=self.model_ref, identity=self.identity,
+                                               spec=job.spec.to_dict(), work_dir=os.path.abspath(job.work_dir),
+                                               device=device, threads=int(resources["num_cpus"])),
+                    runtime_env={"env_vars": env} if env else None,
+                    max_restarts=RETRIES, max_task_retries=RETRIES, **resources)
             try:
                 for row in data.iter_rows():
                     on_done(int(row["chunk"]), int(row["images"]))

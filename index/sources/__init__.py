@@ -152,5 +152,29 @@ def read_chunk(records: Sequence[str], options: SourceOptions | None = None) -> 
     return ChunkInputs(list(records), [s.data for s in samples], [s.error for s in samples], [s.meta for s in samples])
 
 
+def open_record(record: str, options: SourceOptions | None = None, max_pixels: int | None = None):
+    """Decode one record (a file path or a container member) to an RGB PIL image, EXIF applied.
+
+    For thumbnails and pixel boxes of search results; raises ``ImageLoadError`` naming the record.
+    """
+    from PIL import ImageOps
+
+    from tipsv2_sdk.errors import ImageLoadError
+    from tipsv2_sdk.images import DEFAULT_MAX_PIXELS, open_image, to_rgb
+
+    from .decode import open_member
+
+    limit = max_pixels or DEFAULT_MAX_PIXELS
+    if split_record(record) is None:
+        return open_image(record, max_pixels=limit)
+    sample = read_samples([record], options)[0]
+    if sample.error is not None:
+        raise ImageLoadError(record, sample.error)
+    try:
+        return to_rgb(ImageOps.exif_transpose(open_member(sample.data, record, limit)))
+    except (OSError, ValueError) as exc:
+        raise ImageLoadError(record, str(exc)) from None
+
+
 __all__ = ["ChunkInputs", "SourceError", "SourceInputs", "SourceOptions", "collect_sources", "container_kind",
-           "member_record", "read_chunk", "read_samples", "split_record"]
+           "member_record", "open_record", "read_chunk", "read_samples", "split_record"]
