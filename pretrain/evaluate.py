@@ -57,12 +57,17 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
 
 
 def confusion_miou(pred: np.ndarray, target: np.ndarray, num_classes: int) -> tuple[float, float, np.ndarray]:
-    """mIoU over classes present in the target or prediction, pixel accuracy, and the confusion matrix."""
-    conf = np.bincount(target.ravel() * num_classes + pred.ravel(), minlength=num_classes**2).reshape(num_classes, num_classes)
-    inter = np.diag(conf).astype(np.float64)
-    union = conf.sum(0) + conf.sum(1) - np.diag(conf)
-    valid = union > 0
-    return float(np.mean(inter[valid] / union[valid])), float(inter.sum() / max(conf.sum(), 1)), conf
+    """mIoU over classes present in the target or prediction, pixel accuracy, and the confusion matrix.
+
+    Delegates to ``tipsv2_sdk.eval.metrics`` (the benchmark convention: mmseg's nanmean), so the
+    miniature and the dataset-level evaluations count the same way.
+    """
+    from tipsv2_sdk.eval.metrics import ConfusionMatrix
+
+    matrix = ConfusionMatrix(num_classes)
+    matrix.update(pred, target)
+    scores = matrix.scores()
+    return scores.miou, scores.pixel_accuracy, matrix.matrix
 
 
 def evaluate_shapes(model, n_val: int = 200, n_train: int = 1000, size: int | None = None, seed: int = 0,
