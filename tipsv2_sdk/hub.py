@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,30 +115,39 @@ def check_tipsv2_config(config: dict[str, Any], repo_id: str, revision: str | No
         )
 
 
-def resolve(repo_id: str, revision: str | None = None, *, convert_hint: str | None = None) -> Path:
+ConfigCheck = Callable[[dict, str, "str | None"], None]
+
+
+def resolve(repo_id: str, revision: str | None = None, *, convert_hint: str | None = None,
+            check: ConfigCheck = check_tipsv2_config, alternative: str | None = None) -> Path:
     """A local snapshot directory of ``repo_id``: from the cache, or downloaded if online.
 
     Args:
         repo_id: ``org/name`` on the hub.
         revision: branch, tag or commit (default: ``main``); passed through to ``huggingface_hub``.
         convert_hint: the registry name to suggest in the ``tipsv2 convert`` alternative.
+        check: ``check(config, repo_id, revision)`` raises if the repo's ``config.json`` is not the
+            kind of model the caller loads (default: a TIPSv2 image-text model).
+        alternative: what the offline message offers instead of downloading (default: the
+            ``tipsv2 convert`` command for ``convert_hint``).
 
     Raises:
         ModelUnavailableError: offline (or the hub unreachable) and no complete cached copy.
-        UnknownModelError: the repo does not exist or is not a TIPSv2 model.
+        UnknownModelError: the repo does not exist or ``check`` refuses it.
     """
     cache = hub_cache_dir()
+    alternative = alternative or _convert_command(convert_hint)
     snapshot = cached_snapshot(repo_id, revision)
     if snapshot is not None:
-        check_tipsv2_config(json.loads((snapshot / "config.json").read_text()), repo_id, revision)
+        check(json.loads((snapshot / "config.json").read_text()), repo_id, revision)
         return snapshot
     reason = offline_reason()
     if reason is not None:
-        raise ModelUnavailableError(_unavailable(repo_id, revision, cache, f"{reason} is set", convert_hint))
-    return _download(repo_id, revision, cache, convert_hint)
+        raise ModelUnavailableError(_unavailable(repo_id, revision, cache, f"{reason} is set", alternative))
+    return _download(repo_id, revision, cache, check, alternative)
 
 
-def _download(repo_id: str, revision: str | None, cache: Path, convert_hint: str | None) -> Path:
+def _download(repo_id: str, revision: str | None, cache: Path, check: ConfigCheck, alternative: str) -> Path:
     from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
@@ -146,7 +156,7 @@ def _download(repo_id: str, revision: str | None, cache: Path, convert_hint: str
     try:
         # One small file first: a repo that is not TIPSv2 is refused before any weights move.
         config_file = hf_hub_download(repo_id, "config.json", revision=revision, cache_dir=cache)
-        check_tipsv2_config(json.loads(Path(config_file).read_text()), repo_id, revision)
+        check(json.loads(Path(config_file).read_text()), repo_id, revision)
         path = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache, allow_patterns=ALLOW_PATTERNS))
     except GatedRepoError:
         raise UnknownModelError(f"{repo_id} is gated on the hub: accept its terms on huggingface.co and log in "
@@ -161,7 +171,7 @@ def _download(repo_id: str, revision: str | None, cache: Path, convert_hint: str
         why = f"the hub could not be reached ({_first_line(exc)})"
         if isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
             why = f"the repo{at} has no config.json"
-        raise ModelUnavailableError(_unavailable(repo_id, revision, cache, why, convert_hint)) from None
+        raise ModelUnavailableError(_unavailable(repo_id, revision, cache, why, alternative)) from None
     missing = missing_files(path)
     if missing:
         raise UnknownModelError(f"{repo_id}{at} has no {', '.join(missing)}: it is not a loadable "
@@ -169,16 +179,18 @@ def _download(repo_id: str, revision: str | None, cache: Path, convert_hint: str
     return path
 
 
-def _unavailable(repo_id: str, revision: str | None, cache: Path, why: str, convert_hint: str | None) -> str:
+def _convert_command(variant: str | None) -> str:
     from .loading import cache_dir
 
+    variant = variant or "VARIANT"
+    return (f"convert the official checkpoint: tipsv2 convert --variant {variant} --vision VISION.npz "
+            f"--text TEXT.npz --tokenizer tokenizer.model {cache_dir() / variant}")
+
+
+def _unavailable(repo_id: str, revision: str | None, cache: Path, why: str, alternative: str) -> str:
     at = f"@{revision}" if revision else ""
-    variant = convert_hint or "VARIANT"
-    return (
-        f"model {repo_id}{at} is not a local directory and not in the Hugging Face cache ({cache}), and {why}; "
-        f"download it once with network access, or convert the official checkpoint: tipsv2 convert --variant "
-        f"{variant} --vision VISION.npz --text TEXT.npz --tokenizer tokenizer.model {cache_dir() / variant}"
-    )
+    return (f"model {repo_id}{at} is not a local directory and not in the Hugging Face cache ({cache}), and {why}; "
+            f"download it once with network access, or {alternative}")
 
 
 def _first_line(exc: BaseException) -> str:

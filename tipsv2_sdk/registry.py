@@ -66,10 +66,14 @@ _LAYOUTS: dict[str, dict[str, Any]] = {
     "g14": dict(width=1536, depth=40, heads=24, mlp_ratio=4.0, text_depth=12, swiglu=True),
 }
 
+# The TIPSv2 sizes published on the Hugging Face hub as google/tipsv2-<size> (B, L, SO400m, g).
+_HUB_RELEASES = ("b14", "l14", "so400m14", "g14")
+
 _REGISTRY: dict[str, ModelSpec] = {}
 for _key, _layout in _LAYOUTS.items():
     _REGISTRY[f"tipsv2-{_key}"] = _v2(
-        f"tipsv2-{_key}", hub_id=f"google/tipsv2-{_key}", description=f"TIPSv2 {_key.upper()}", **_layout
+        f"tipsv2-{_key}", hub_id=f"google/tipsv2-{_key}" if _key in _HUB_RELEASES else None,
+        description=f"TIPSv2 {_key.upper()}", **_layout
     )
     _REGISTRY[f"tips-{_key}"] = _v1(f"tips-{_key}", description=f"TIPS (v1) {_key.upper()}", **_layout)
 

@@ -2,9 +2,10 @@
 
 ``TipsV2Module`` wraps transformers' ``Tipsv2Model`` (never a re-implementation) and speaks the
 sentence-transformers module contract: ``modalities`` (text, image), ``preprocess`` (the SDK's
-SentencePiece tokenizer and PIL image pipeline, the very code ``TipsV2.encode_*`` uses),
+tokenizer, ``Tipsv2Tokenizer`` or SentencePiece, and PIL image pipeline, the very code
+``TipsV2.encode_*`` uses),
 ``forward`` (``sentence_embedding`` + ``token_embeddings``), ``get_embedding_dimension`` and
-``save`` / ``load`` (safetensors + JSON + the SentencePiece model file; never pickle).
+``save`` / ``load`` (safetensors + JSON + the tokenizer files + the weights fingerprint; never pickle).
 
 A saved module is also a complete HF-format TIPSv2 directory, so ``tipsv2_sdk.load`` reads it too.
 Loading it with ``SentenceTransformer`` needs ``trust_remote_code=True`` because the module class

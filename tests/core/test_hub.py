@@ -299,3 +299,18 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
     assert hub.hub_cache_dir() == tmp_path / "home" / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "direct"))
     assert hub.hub_cache_dir() == tmp_path / "direct"
+
+
+def test_resolve_takes_a_config_check_and_an_alternative(hub_env, tmp_path):
+    """Other model kinds (e.g. DPT repos) reuse the same cache and offline rules with their own check."""
+    snapshot = _cache_config(hub_env, tmp_path, "google/tipsv2-b14-dpt", {"model_type": "tipsv2_dpt"})
+    with pytest.raises(UnknownModelError, match="not a TIPSv2 model"):
+        hub.resolve("google/tipsv2-b14-dpt")
+
+    def dpt_only(config, repo_id, revision):
+        if config.get("model_type") != "tipsv2_dpt":
+            raise UnknownModelError(f"{repo_id} is not a DPT model")
+
+    assert hub.resolve("google/tipsv2-b14-dpt", check=dpt_only) == snapshot
+    with pytest.raises(ModelUnavailableError, match=r"download it once with network access, or use X\.$"):
+        hub.resolve("google/tipsv2-l14-dpt", check=dpt_only, alternative="use X.")

@@ -160,3 +160,15 @@ def test_sentencepiece_directory_loads_in_transformers(tiny_model, tiny_model_di
     np.testing.assert_allclose(tiny_model.encode_texts(texts), feats, atol=1e-5)
     # Re-saving keeps the SentencePiece path (and so the reference's ids).
     assert isinstance(tips.load(tiny_model_dir).tokenizer, TipsTokenizer)
+
+
+def test_sentence_transformers_export_keeps_the_transformers_tokenizer(tmp_path):
+    from tipsv2_sdk.sentence_transformers_module import load_sentence_transformer
+
+    model = tips.load(transformers_tiny_model(tmp_path / "hf"))
+    texts = ["ÉCOLE", "a red circle " * 30]
+    model.to_sentence_transformer(tmp_path / "st")
+    assert (tmp_path / "st" / "tokenizer.json").is_file()
+    reloaded = load_sentence_transformer(tmp_path / "st")
+    assert reloaded[0].tokenizer.kind == "transformers"
+    np.testing.assert_allclose(reloaded.encode(texts), model.encode_texts(texts), atol=1e-5)
