@@ -32,9 +32,10 @@ from .faiss_io import (
     write_index_atomic,
 )
 from .gpu import GpuSearcher, wants_gpu
-from .manifest import IndexManifest, check_model, now_iso, read_manifest
+from .manifest import MANIFEST_NAME, IndexManifest, check_model, manifest_file, now_iso, read_manifest
 from . import tuning
 from .store import VectorStore
+from .validation import check_faiss_index, check_file, describe_file
 
 _OWN_FILES = re.compile(r"^\.?(index-.+\.(faiss|ivfdata)|trained-.+\.faiss|(vectors|ids|dead)-.+\.npy|records-.+\.jsonl)")
 MAX_ID = 2**62
@@ -102,7 +103,7 @@ class BaseIndex:
         name = other.files.get("trained")
         if not name:
             raise IndexFormatError(f"template {template} has no trained index (train it or build an IVF/PQ index)")
-        self._trained = (Path(template) / name).read_bytes()
+        self._trained = check_file(template, name, "trained index", other.files).read_bytes()
         self._trained_changed = True
         self.manifest.factory = other.factory
         self.manifest.factory_auto = False
@@ -110,23 +111,30 @@ class BaseIndex:
         self.manifest.search_params = dict(other.search_params)
 
     @classmethod
-    def _open_parts(cls, path, model, kind, dim, mmap):
+    def _open_parts(cls, path, model, kind, dim, mmap, manifest_name: str = MANIFEST_NAME):
         path = Path(path)
-        manifest = read_manifest(path)
+        manifest = read_manifest(path, manifest_name)
         if manifest.type != cls.TYPE:
             raise IndexMismatchError(f"{path} is a {manifest.type} index, not a {cls.TYPE} index")
         check_model(manifest, model, kind=kind, dim=dim, path=path)
         return path, manifest
 
     def _load_files(self, mmap: bool) -> None:
+        # Every file is checked (inside the directory, recorded size and checksum) before FAISS sees it.
         files = self.manifest.files
         if files.get("trained"):
-            self._trained = (self.path / files["trained"]).read_bytes()
+            self._trained = check_file(self.path, files["trained"], "trained index", files).read_bytes()
         if files.get("index"):
+            path = check_file(self.path, files["index"], "FAISS index", files)
+            if files.get("ivfdata"):
+                check_file(self.path, files["ivfdata"], "inverted lists", files)
             try:
-                self._index = read_index(self.path / files["index"], on_disk=bool(files.get("ivfdata")))
-            except RuntimeError as exc:
-                raise IndexFormatError(f"index {self.path}: cannot read {files['index']}: {exc}") from None
+                index = read_index(path, on_disk=bool(files.get("ivfdata")))
+            except (RuntimeError, MemoryError, ValueError) as exc:
+                reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                raise IndexFormatError(f"index {self.path}: cannot read {files['index']}: {reason}") from None
+            check_faiss_index(index, self.path, files["index"], dim=self.manifest.dim, ivfdata=files.get("ivfdata"))
+            self._index = index
             self._stale = False
         if self._index is not None and self._index.ntotal != self.manifest.num_vectors:
             raise IndexFormatError(f"index {self.path}: FAISS holds {self._index.ntotal} vectors, manifest says {self.manifest.num_vectors}")
@@ -432,7 +440,28 @@ class BaseIndex:
         """Write the index atomically: new files first, then ``manifest.json``, then old files are deleted.
 
         ``compact`` drops tombstoned rows from the stored vectors now (done anyway past 25%).
+        This is the commit of a bare index directory; the indexes of a build directory are
+        written with ``stage`` and published together (``generation.publish``).
         """
+        self._write_files(compact)
+        self.manifest.save(self.path)  # the commit point
+        self._cleanup()
+        return self.path
+
+    def stage(self, *, compact: bool = False) -> str:
+        """Write the next generation of this index without publishing it; returns its manifest's name.
+
+        New files get new names and the generation's manifest is written as the immutable
+        ``manifest-<gen>.json``; ``manifest.json`` and every older file are left as they are, so
+        readers of the published generation are not disturbed.
+        """
+        self._write_files(compact)
+        name = manifest_file(self.manifest.files["gen"])
+        self.manifest.save(self.path, name)
+        return name
+
+    def _write_files(self, compact: bool) -> None:
+        """Write every new file of the next generation and update the in-memory manifest to name them."""
         if len(self.store) and (self._index is None or self._stale or self._outgrown()):
             self.build()
         elif not len(self.store) and self._index is not None and self._index.ntotal:
@@ -455,14 +484,33 @@ class BaseIndex:
         elif self._trained_changed or not files["trained"]:
             files["trained"] = f"trained-{bytes_hash(self._trained)}.faiss"
             write_bytes_atomic(self.path / files["trained"], self._trained)
+        files["sizes"], files["digests"] = self._file_table(files)
         m.files = files
         m.count = len(self.store)
         m.num_vectors = int(self._index.ntotal) if self._index is not None else 0
         m.updated = now_iso()
-        m.save(self.path)  # the commit point
         self._index_changed = self._trained_changed = False
-        self._cleanup()
-        return self.path
+
+    def _file_table(self, files: dict[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
+        """Size and checksum of every file the new manifest names (files are immutable: old entries are kept)."""
+        old_sizes = self.manifest.files.get("sizes") or {}
+        old_digests = self.manifest.files.get("digests") or {}
+        names = self.store.file_names() | {files[k] for k in ("index", "ivfdata", "trained", "dead") if files.get(k)}
+        sizes: dict[str, int] = {}
+        digests: dict[str, str] = {}
+        for name in sorted(names):
+            if name in old_sizes:
+                sizes[name] = old_sizes[name]
+                if old_digests.get(name):
+                    digests[name] = old_digests[name]
+                continue
+            size, digest = describe_file(self.path / name)
+            sizes[name] = size
+            # Vector data is memory-mapped, not parsed: its size and .npy header are checked on open,
+            # and hashing it would read every byte a mapping exists to avoid reading.
+            if digest and not name.startswith("vectors-") and not name.endswith(".ivfdata"):
+                digests[name] = digest
+        return sizes, digests
 
     def _cleanup(self) -> None:
         keep = self.store.file_names() | {

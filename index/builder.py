@@ -4,11 +4,17 @@ One run:
 1. collects the inputs (sorted; an image's id is its position in that list, also under ``--shard``),
 2. plans what to embed and what to remove against what ``OUT`` already holds,
 3. embeds the plan in fixed chunks, each written atomically and then recorded in the journal,
-4. adds every chunk to the indexes, saves them, writes ``skipped.jsonl`` and ``build.json``.
+4. adds every chunk to the indexes and publishes them together as a new generation
+   (``update.apply_plan``, ``generation.publish``).
+
+The whole run holds the directory's writer lock (``lock.py``): another build, add, remove or
+merge of the same directory is refused (or waits ``wait`` seconds). Readers are never blocked and
+keep seeing the previous generation until the new one is published.
 
 Killed at any point and rerun with the same command, it continues from the first chunk that is
 not in the journal. Chunks have fixed boundaries and batches, so the result is bit-identical to a
-build that was never interrupted. Undecodable inputs are skipped and listed, never fatal.
+build that was never interrupted. Undecodable inputs are skipped and listed, never fatal. A run
+with other inputs than an interrupted one is refused until that one is finished or ``restart``ed.
 """
 from __future__ import annotations
 
@@ -24,16 +30,17 @@ import numpy as np
 
 from ..errors import TipsV2Error
 from ..images import DEFAULT_MAX_PIXELS
-from .collection import BUILD_FILE, GLOBAL_DIR, PATCH_DIR, WORK_DIR, read_build, read_skipped, write_skipped
+from .collection import BUILD_FILE, GLOBAL_DIR, PATCH_DIR, WORK_DIR
 from .engines import ChunkJob, ChunkSpec, EngineOptions, InOrderCommitter, make_engine, pending_chunks
-from .engines.chunks import decode_meta
 from .inputs import CollectedInputs, InputError, fingerprint
 from .journal import Plan, WorkArea
+from .lock import LOCK_NAME, WriterLock
+from .manifest import weights_fingerprint
+from .update import apply_plan, check_resume, manual_changes, published_state, request_of, write_errors
 from .sources import SourceOptions, collect_sources
 from .shard import Shard, select
 
 GLOBAL_KINDS = ("cls1", "cls2", "concat", "mean_patch")
-ADD_BYTES = 256 * 2**20  # embedded chunks are added to the indexes in groups of about this size
 
 
 class BuildError(TipsV2Error, ValueError):
@@ -96,6 +103,9 @@ class BuildReport:
     counts: dict[str, int] = field(default_factory=dict)
     engine: str = "local"
     unreadable_sources: list[dict[str, str]] = field(default_factory=list)  # containers read only in part
+    manual: dict[str, int] = field(default_factory=dict)  # {"kept", "left_out"}: hand-made changes kept
+    notes: list[str] = field(default_factory=list)  # things the user should know (shown on stderr)
+    generation: int = 0  # the directory's published generation after the run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,11 +115,11 @@ def _model_settings(model, model_ref: str | None) -> dict[str, Any]:
     from .manifest import config_hash
 
     return {"name": model.name, "config_hash": config_hash(model), "ref": model_ref, "dim": model.embed_dim,
-            "trained": bool(model.meta.get("trained", True))}
+            "weights_fingerprint": weights_fingerprint(model), "trained": bool(model.meta.get("trained", True))}
 
 
-def _open_or_create(out: Path, model, options: BuildOptions, image_size: int):
-    """The (global, patch) indexes to fill: opened if present (model checked), else created empty."""
+def _open_or_create(out: Path, model, options: BuildOptions, image_size: int, state=None):
+    """The (global, patch) indexes to fill: the published ones (model checked), else created empty."""
     from . import GlobalIndex, PatchIndex
 
     def template(sub: str) -> str | None:
@@ -122,8 +132,8 @@ def _open_or_create(out: Path, model, options: BuildOptions, image_size: int):
     glob = patch = None
     if options.kind is not None:
         path = out / GLOBAL_DIR
-        if GlobalIndex.exists(path):
-            glob = GlobalIndex.open(path, model=model, kind=options.kind)
+        if state is not None and state.global_path is not None:
+            glob = GlobalIndex.open(path, model=model, kind=options.kind, manifest=state.manifest_name(GLOBAL_DIR))
         else:
             glob = GlobalIndex.create(path, model=model, kind=options.kind, factory=options.index_type,
                                       memory_budget=options.memory_budget, dtype=options.dtype,
@@ -131,8 +141,8 @@ def _open_or_create(out: Path, model, options: BuildOptions, image_size: int):
     if options.patches:
         path = out / PATCH_DIR
         grid = (image_size // model.patch_size,) * 2
-        if PatchIndex.exists(path):
-            patch = PatchIndex.open(path, model=model)
+        if state is not None and state.patch_path is not None:
+            patch = PatchIndex.open(path, model=model, manifest=state.manifest_name(PATCH_DIR))
         else:
             patch = PatchIndex.create(path, model=model, grid=grid, pooling=options.pooling, pq=options.pq,
                                       factory=options.patch_index_type, memory_budget=options.memory_budget,
@@ -167,8 +177,12 @@ def plan_build(paths: Sequence[str], shard: Shard | None, existing: dict[str, in
     info = {"fingerprint": fingerprint(paths), "count": len(paths), "shard": str(shard) if shard else None}
     old = record.get("inputs", {})
     same_inputs = old.get("fingerprint") == info["fingerprint"] and old.get("ids_are_positions", False)
+    # Changes made by hand stay: images removed with `index remove` are not brought back, images
+    # added with `index add` are not removed (``update.manual_changes``).
+    manual = manual_changes(record) if mode == "sync" else {"added": [], "removed": []}
+    excluded, extra = set(manual["removed"]), set(manual["added"])
     if mode == "sync" and (not existing or same_inputs):
-        add = [(i, paths[i]) for i in positions if paths[i] not in existing]
+        add = [(i, paths[i]) for i in positions if paths[i] not in existing and paths[i] not in excluded]
         next_id = max(len(paths), int(record.get("next_id", 0)))
         return Plan([i for i, _ in add], [p for _, p in add], [], next_id, {**info, "ids_are_positions": True})
     if shard is not None:
@@ -178,11 +192,11 @@ def plan_build(paths: Sequence[str], shard: Shard | None, existing: dict[str, in
     next_id = int(record.get("next_id", 0))
     if existing:
         next_id = max(next_id, max(existing.values()) + 1)
-    new = [p for p in selected if p not in existing]
+    new = [p for p in selected if p not in existing and p not in excluded]
     add_ids = list(range(next_id, next_id + len(new)))
     removed: list[int] = []
     if mode == "sync":
-        keep = set(selected)
+        keep = set(selected) | extra
         removed = sorted(i for p, i in existing.items() if p not in keep)
         if removed and len(removed) == len(existing) and not (set(existing) & keep):
             raise BuildError("none of the indexed images is in the input any more; refusing to empty the index "
@@ -210,14 +224,16 @@ def _progress(total: int, done: int, enabled: bool):
 
 def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike | CollectedInputs, out: str | os.PathLike,
                 options: BuildOptions | None = None, *, shard: Shard | None = None, mode: str = "sync",
-                model_ref: str | None = None) -> BuildReport:
+                model_ref: str | None = None, wait: float = 0.0) -> BuildReport:
     """Build (or update, or resume) the index directory ``out`` from images in ``inputs``.
 
     ``inputs``: folders (walked recursively), list files, globs or image files (or their ``collect_inputs``
     result). ``mode`` "sync" makes
     the index mirror the input (new files added, vanished ones removed); "add" only adds.
     ``model_ref`` is how to load ``model`` again (recorded so ``tipsv2 search`` finds it).
-    Returns the report; skipped inputs are in ``report.skipped`` and ``out/skipped.jsonl``.
+    ``wait``: seconds to wait for another writer of ``out`` (default: refuse at once,
+    ``IndexLockedError``). Returns the report; skipped inputs are in ``report.skipped`` and
+    ``out/skipped.jsonl``.
     """
     options = replace(options) if options is not None else BuildOptions()  # a resume may adjust the copy
     if mode not in ("sync", "add"):
@@ -227,25 +243,35 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike |
         raise BuildError(f"{out} is a single index directory, not a build directory; build into a new directory")
     if out.is_file():
         raise BuildError(f"{out} is a file; the output must be a directory")
-    if out.is_dir() and not (out / BUILD_FILE).exists() and not (out / WORK_DIR).exists() and any(out.iterdir()):
+    if out.is_dir() and not _is_build_dir(out) and any(e.name != LOCK_NAME for e in out.iterdir()):
         raise BuildError(f"{out} already holds other files and is not an index; build into a new or empty directory")
     start = time.perf_counter()
     collected = inputs if isinstance(inputs, CollectedInputs) else collect_sources(inputs, options.sources)
     if not collected.paths:
         raise InputError(f"found no image files in {', '.join(map(str, collected.sources))}")
-    image_size = model.check_image_size(options.image_size)
+    try:
+        image_size = model.check_image_size(options.image_size)
+    except ValueError as exc:
+        raise BuildError(f"--image-size {options.image_size}: {exc}") from None
     settings = {"model": _model_settings(model, model_ref), "kind": options.kind, "patches": options.patches,
                 "image_size": image_size, "dtype": options.dtype, "mode": mode, "shard": str(shard) if shard else None}
     if options.sources != SourceOptions():
         settings["sources"] = options.sources.to_dict()  # other columns would read other bytes
     engine = make_engine(options.engine, model, model_ref, progress=options.progress)  # fails before any work
-    record = read_build(out)
-    _check_settings(out, record, options)
-    work = WorkArea(out / WORK_DIR)
-    with work.lock():
-        glob, patch = _open_or_create(out, model, options, image_size)
+    out.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out, command="index add" if mode == "add" else "index build", wait=wait), write_errors(out):
+        # Everything is decided under the lock, from the published state: nothing another writer
+        # did before we got the lock is lost.
+        state = published_state(out)
+        record = state.build if state is not None else {}
+        _check_settings(out, record, options)
+        work = WorkArea(out / WORK_DIR)
+        glob, patch = _open_or_create(out, model, options, image_size, state)
         _check_factories(options, glob, patch, len(collected.paths))
+        request = request_of(collected, mode)
         journal = None if options.restart else work.read_journal()
+        if journal is not None:
+            check_resume(out, journal, request)
         if journal is not None and _differs(journal["settings"], settings):
             raise BuildError(f"{out} holds an interrupted build with other settings "
                              f"({_differs(journal['settings'], settings)}); rerun it with the same settings "
@@ -255,7 +281,7 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike |
             existing = _indexed_paths(glob if glob is not None else patch)
             plan = plan_build(collected.paths, shard, existing, record, mode=mode)
             chunk_size = options.chunk_size or 8 * options.batch_size
-            journal = work.start({**settings, "batch_size": options.batch_size}, plan, chunk_size)
+            journal = work.start({**settings, "batch_size": options.batch_size}, plan, chunk_size, request)
         plan = Plan.from_dict(journal["plan"])
         # A resumed build keeps the batch size it started with: batches change the float rounding.
         options.batch_size = int(journal["settings"].get("batch_size", options.batch_size))
@@ -273,7 +299,7 @@ def build_index(model, inputs: Sequence[str | os.PathLike] | str | os.PathLike |
 
         engine.run(ChunkJob(os.fspath(work.path), todo, spec, options.sources), finished)
         bar.close()
-        report = _finalize(out, work, journal, plan, glob, patch, collected, settings, record, shard)
+        report = apply_plan(out, work, journal, plan, glob, patch, collected, settings, record, shard, state)
     report.resumed_chunks = int(journal["chunks"]) - len(todo) if resumed else 0
     report.engine = engine.name
     report.seconds = round(time.perf_counter() - start, 3)
@@ -295,83 +321,24 @@ def _check_factories(options: BuildOptions, glob, patch, n: int) -> None:
             raise BuildError(str(exc).splitlines()[0]) from None
 
 
+def _is_build_dir(out: Path) -> bool:
+    from .generation import GENERATION_FILE
+
+    return any((out / name).exists() for name in (BUILD_FILE, GENERATION_FILE, WORK_DIR))
+
+
 def _differs(old: dict[str, Any], new: dict[str, Any]) -> str:
     """A description of the first setting that differs (ignoring run-only ones), or ''."""
     for key in ("model", "kind", "patches", "image_size", "dtype", "mode", "shard", "sources"):
         a, b = old.get(key), new.get(key)
         if key == "model":
             a, b = (a or {}).get("config_hash"), (b or {}).get("config_hash")
+            fa, fb = (old.get(key) or {}).get("weights_fingerprint"), (new.get(key) or {}).get("weights_fingerprint")
+            if a == b and fa and fb and fa != fb:
+                return f"model weights: {fa} vs {fb}"
         if a != b:
             return f"{key}: {a} vs {b}"
     return ""
-
-
-def _finalize(out: Path, work: WorkArea, journal: dict[str, Any], plan: Plan, glob, patch, collected,
-              settings: dict[str, Any], record: dict[str, Any], shard: Shard | None) -> BuildReport:
-    """Fold the chunks into the indexes and write the build record. Safe to repeat after a crash."""
-    from ..io import write_json
-
-    indexes = [ix for ix in (glob, patch) if ix is not None]
-    before = max(len(ix) for ix in indexes) if indexes else 0
-    for ix in indexes:
-        if plan.remove_ids:
-            ix.remove(ids=plan.remove_ids, missing_ok=True)
-    skipped: list[dict[str, Any]] = []
-    by_id = dict(zip(plan.add_ids, plan.add_paths))
-    pending: list[dict[str, np.ndarray]] = []
-
-    def flush() -> None:
-        # Several chunks go in one add(): fewer, larger segments on disk.
-        if not pending:
-            return
-        ids = np.concatenate([a["ids"] for a in pending])
-        paths = [by_id[int(i)] for i in ids]
-        metas = [m for a in pending for m in decode_meta(a)]  # captions / JSON of container samples
-        metadata = metas if any(m is not None for m in metas) else None
-        if glob is not None:
-            glob.add(np.concatenate([a["global"] for a in pending]), paths, ids=ids, metadata=metadata)
-        if patch is not None:
-            patch.add(np.concatenate([a["patches"] for a in pending]), paths, ids=ids, metadata=metadata)
-        pending.clear()
-
-    for c in range(int(journal["chunks"])):
-        arrays, rows = work.read_chunk(c)
-        skipped += rows
-        if len(arrays["ids"]):
-            pending.append(arrays)
-        if sum(a.nbytes for p in pending for a in p.values()) >= ADD_BYTES:
-            flush()
-    flush()
-    for ix in indexes:
-        ix.save()
-    retried = set(plan.add_paths)
-    current = set(collected.paths) if settings["mode"] == "sync" else None
-    kept = [r for r in read_skipped(out) if r.get("path") not in retried and (current is None or r.get("path") in current)]
-    write_skipped(out, kept + skipped)
-    added = len(plan.add_ids) - len(skipped)
-    counts = {name: len(ix) for name, ix in ((GLOBAL_DIR, glob), (PATCH_DIR, patch)) if ix is not None}
-    selected = len(select(len(collected.paths), shard))
-    report = BuildReport(
-        out=str(out), model=settings["model"], kind=settings["kind"], patches=settings["patches"],
-        shard=settings["shard"], inputs=len(collected.paths), selected=selected, ignored=collected.ignored,
-        added=added, removed=len(plan.remove_ids), unchanged=max(0, before - len(plan.remove_ids)),
-        skipped=sorted(skipped, key=lambda r: r["id"]), chunks=int(journal["chunks"]), counts=counts,
-        unreadable_sources=list(getattr(collected, "problems", [])),
-    )
-    build = {"format": 1, "model": settings["model"], "kind": settings["kind"], "patches": settings["patches"],
-             "image_size": settings["image_size"], "dtype": settings["dtype"], "inputs": plan.inputs,
-             "sources": collected.sources, "shard": settings["shard"], "next_id": plan.next_id, "counts": counts,
-             "skipped": len(kept) + len(skipped),
-             "last_run": {"added": report.added, "removed": report.removed, "skipped": len(skipped)}}
-    if record.get("created"):
-        build["created"] = record["created"]
-    else:
-        from .manifest import now_iso
-
-        build["created"] = now_iso()
-    write_json(out / BUILD_FILE, build)
-    work.remove()
-    return report
 
 
 __all__ = ["BuildError", "BuildOptions", "BuildReport", "GLOBAL_KINDS", "build_index", "plan_build"]

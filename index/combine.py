@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TipsV2Error
-from ..io import write_json
 from .collection import BUILD_FILE, GLOBAL_DIR, PATCH_DIR, WORK_DIR, read_build, read_skipped, write_skipped
 
 
@@ -25,6 +24,10 @@ def _check_shards(dirs: list[Path], allow_partial: bool) -> tuple[list[dict[str,
     for d in dirs:
         if (d / WORK_DIR / "journal.json").is_file():
             raise ShardSetError(f"{d} is an unfinished build; rerun its `tipsv2 index build` command first")
+        from .lock import describe_holder, read_holder
+
+        if read_holder(d) is not None:
+            raise ShardSetError(f"{d} is being written by {describe_holder(read_holder(d))}; merge it when that is done")
         record = read_build(d)
         if not record:
             raise ShardSetError(f"{d} has no {BUILD_FILE}: not a directory written by `tipsv2 index build`")
@@ -56,9 +59,17 @@ def _check_shards(dirs: list[Path], allow_partial: bool) -> tuple[list[dict[str,
 
 
 def merge_builds(out: str | os.PathLike, shard_dirs: list[str | os.PathLike], *, strategy: str = "auto",
-                 on_disk: bool = False, allow_partial: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Merge shard build directories into ``out``; returns the combined build record."""
+                 on_disk: bool = False, allow_partial: bool = False, overwrite: bool = False,
+                 wait: float = 0.0) -> dict[str, Any]:
+    """Merge shard build directories into ``out``; returns the combined build record.
+
+    ``out`` is written under its writer lock (``wait`` seconds for another writer) and its global
+    and patch indexes are published together as one generation.
+    """
     from . import merge_indexes
+    from .generation import publish
+    from .lock import LOCK_NAME, WriterLock
+    from .update import write_errors
 
     out = Path(out)
     dirs = [Path(d) for d in shard_dirs]
@@ -66,27 +77,30 @@ def merge_builds(out: str | os.PathLike, shard_dirs: list[str | os.PathLike], *,
         raise ShardSetError("give at least one shard directory to merge")
     if out.resolve() in {d.resolve() for d in dirs}:
         raise ShardSetError(f"the output {out} is also one of the shards; merge into a new directory")
-    if out.exists() and any(out.iterdir()) and not overwrite:
+    if out.exists() and any(e.name != LOCK_NAME for e in out.iterdir()) and not overwrite:
         raise ShardSetError(f"{out} already exists and is not empty; choose a new directory or pass --overwrite")
     records, missing = _check_shards(dirs, allow_partial)
     first = records[0]
-    counts = {}
-    for sub in (GLOBAL_DIR, PATCH_DIR):
-        parts = [d / sub for d in dirs if (d / sub / "manifest.json").is_file()]
-        if not parts:
-            continue
-        if len(parts) != len(dirs):
-            raise ShardSetError(f"only {len(parts)} of {len(dirs)} shards have a {sub} index")
-        merged = merge_indexes(out / sub, parts, strategy=strategy, on_disk=on_disk, overwrite=overwrite)
-        counts[sub] = len(merged)
-    write_skipped(out, [row for d in dirs for row in read_skipped(d)])
-    inputs = {**first["inputs"], "shard": None}
-    record = {**first, "shard": None, "inputs": inputs, "counts": counts,
-              "next_id": max(int(r.get("next_id", 0)) for r in records),
-              "skipped": sum(int(r.get("skipped", 0)) for r in records),
-              "merged_from": [{"path": os.fspath(d), "shard": r.get("shard")} for d, r in zip(dirs, records)],
-              "last_run": {"merged": len(dirs), "missing_shards": missing}}
-    write_json(out / BUILD_FILE, record)
+    out.mkdir(parents=True, exist_ok=True)
+    with WriterLock(out, command="index merge", wait=wait), write_errors(out):
+        counts, merged = {}, {}
+        for sub in (GLOBAL_DIR, PATCH_DIR):
+            parts = [d / sub for d in dirs if (d / sub / "manifest.json").is_file()]
+            if not parts:
+                continue
+            if len(parts) != len(dirs):
+                raise ShardSetError(f"only {len(parts)} of {len(dirs)} shards have a {sub} index")
+            merged[sub] = merge_indexes(out / sub, parts, strategy=strategy, on_disk=on_disk, overwrite=overwrite,
+                                        commit=False)
+            counts[sub] = len(merged[sub])
+        write_skipped(out, [row for d in dirs for row in read_skipped(d)])
+        inputs = {**first["inputs"], "shard": None}
+        record = {**first, "shard": None, "inputs": inputs, "counts": counts,
+                  "next_id": max(int(r.get("next_id", 0)) for r in records),
+                  "skipped": sum(int(r.get("skipped", 0)) for r in records),
+                  "merged_from": [{"path": os.fspath(d), "shard": r.get("shard")} for d, r in zip(dirs, records)],
+                  "last_run": {"merged": len(dirs), "missing_shards": missing}}
+        publish(out, merged, record)
     return record
 
 

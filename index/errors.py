@@ -23,6 +23,28 @@ class IndexFormatError(TipsV2Error, ValueError):
     """An index directory is damaged or written by an unknown format version."""
 
 
+class MissingFileError(IndexFormatError):
+    """A file named by a manifest is not there (deleted by a newer generation, or lost)."""
+
+
+class IndexLockedError(TipsV2Error, RuntimeError):
+    """Another live process holds the writer lock of an index directory."""
+
+
+class IndexWriteError(TipsV2Error, OSError):
+    """Writing an index failed (disk full, read-only, ...); the published generation is unchanged.
+
+    ``IndexWriteError(errno, message)``; ``str()`` is the message alone (no ``[Errno n]`` prefix).
+    """
+
+    def __str__(self) -> str:
+        return self.strerror if self.strerror else super().__str__()
+
+
+class QueryError(TipsV2Error, ValueError):
+    """A search query is malformed (e.g. an empty text)."""
+
+
 class UnknownIdError(TipsV2Error, KeyError):
     """An id or path is not in the index."""
 
@@ -43,6 +65,10 @@ __all__ = [
     "IndexNotFoundError",
     "IndexExistsError",
     "IndexFormatError",
+    "MissingFileError",
+    "IndexLockedError",
+    "IndexWriteError",
+    "QueryError",
     "UnknownIdError",
     "DuplicateIdError",
     "BoxError",

@@ -20,18 +20,18 @@ def faiss_module():
 
 
 def write_index_atomic(index, path: str | os.PathLike) -> None:
-    """``faiss.write_index`` to a temporary name, fsync, then rename over ``path``."""
+    """Write a FAISS index to a temporary name, fsync, then rename over ``path``.
+
+    FAISS streams through a Python writer, so a full disk surfaces as the ``OSError`` (ENOSPC)
+    of the failing write, and the partial temporary file is removed.
+    """
     faiss = faiss_module()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        faiss.write_index(index, str(tmp))
-        fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as handle:
+        writer = faiss.PyCallbackIOWriter(handle.write)
+        try:
+            faiss.write_index(index, writer)
+        finally:
+            del writer
 
 
 @contextlib.contextmanager
@@ -58,13 +58,19 @@ def stdout_to_stderr():
 def read_index(path: str | os.PathLike, on_disk: bool = False, mmap: bool = False):
     """Read an index file; lists stored in an ``.ivfdata`` file are looked up next to it.
 
-    ``mmap`` maps the inverted lists of an IVF file instead of reading them (read-only use).
+    On-disk lists are always looked up in the index file's own directory (whatever name the file
+    records) and mapped read-only, so a read-only index directory can be searched and a damaged
+    file cannot point FAISS elsewhere; check them with ``validation.check_faiss_index`` before
+    searching. ``mmap`` maps the inverted lists of an IVF file instead of reading them.
     """
     faiss = faiss_module()
+    flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
+    if mmap and not on_disk:
+        flags |= faiss.IO_FLAG_MMAP
     if not on_disk:
-        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0)
-    with stdout_to_stderr():
-        return faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR)
+        return faiss.read_index(str(path), flags)
+    with stdout_to_stderr():  # FAISS reports the on-disk file name on stdout
+        return faiss.read_index(str(path), flags)
 
 
 def serialize(index) -> bytes:

@@ -112,9 +112,14 @@ class GlobalIndex(BaseIndex):
         dim: int | None = None,
         mmap: bool = True,
         use_gpu: bool | None = None,
+        manifest: str = "manifest.json",
     ) -> "GlobalIndex":
-        """Open a saved index; with ``model``/``kind``/``dim`` it must match (``IndexMismatchError``)."""
-        path, manifest = cls._open_parts(path, model, kind, dim, mmap)
+        """Open a saved index; with ``model``/``kind``/``dim`` it must match (``IndexMismatchError``).
+
+        ``manifest``: which manifest of the directory to open (a build directory's published
+        generation names its own; ``tipsv2_sdk.index.snapshot.open_snapshot`` picks it).
+        """
+        path, manifest = cls._open_parts(path, model, kind, dim, mmap, manifest)
         store = VectorStore.load(path, manifest.files, (manifest.dim,), manifest.dtype, mmap=mmap)
         index = cls(path, manifest, store, use_gpu=use_gpu)
         index._load_files(mmap)

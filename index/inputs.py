@@ -3,6 +3,12 @@
 The result is a sorted, de-duplicated list of absolute paths. Its order is what gives every image
 its id (its position in the list), so the same inputs always produce the same ids, on any machine
 and in any shard.
+
+Folder walks follow symlinks once: every real folder is entered at most once (a link back to an
+ancestor, or a second way into a folder already walked, is not followed again), and a symlink to
+a file found under another name is taken once. Folders that cannot be read are not silently
+dropped: they are listed in ``CollectedInputs.problems``. File names need not be valid UTF-8; they
+are kept as ``os.fsdecode`` gives them (surrogate escapes) and round-trip to the same bytes.
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ class CollectedInputs:
     paths: list[str]
     ignored: int = 0
     sources: list[str] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)  # {"path", "reason"}: folders not read or not re-entered
 
 
 def _absolute(path: str | os.PathLike) -> str:
@@ -38,11 +45,42 @@ def _absolute(path: str | os.PathLike) -> str:
     return os.path.abspath(os.path.expanduser(os.fspath(path)))
 
 
-def _walk(folder: str) -> tuple[list[str], int]:
+def _dir_key(path: str) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _walk(folder: str, problems: list[dict[str, str]], seen: set[tuple[int, int]]) -> tuple[list[str], int]:
+    """Image files under ``folder`` (sorted walk, each real folder once) and the count of other files."""
     found, ignored = [], 0
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # skip .git, .cache, our own .build
-        for name in files:
+
+    def unreadable(exc: OSError) -> None:
+        problems.append({"path": os.fspath(exc.filename or folder), "reason": f"unreadable folder: {exc.strerror or exc}"})
+
+    try:
+        seen.add(_dir_key(folder))
+    except OSError as exc:
+        unreadable(exc)
+        return found, ignored
+    for root, dirs, files in os.walk(folder, followlinks=True, onerror=unreadable):
+        keep = []
+        for name in sorted(dirs):
+            if name.startswith("."):  # skip .git, .cache, our own .build
+                continue
+            full = os.path.join(root, name)
+            try:
+                key = _dir_key(full)
+            except OSError as exc:
+                problems.append({"path": full, "reason": f"unreadable folder: {exc.strerror or exc}"})
+                continue
+            if key in seen:
+                if os.path.islink(full):
+                    problems.append({"path": full, "reason": "symlink to a folder already walked (not followed again)"})
+                continue
+            seen.add(key)
+            keep.append(name)
+        dirs[:] = keep  # sorted: the walk order, and so which name a linked folder gets, is reproducible
+        for name in sorted(files):
             if name.startswith("."):
                 continue
             if is_image_path(name):
@@ -50,6 +88,27 @@ def _walk(folder: str) -> tuple[list[str], int]:
             else:
                 ignored += 1
     return found, ignored
+
+
+def _drop_linked_duplicates(paths: list[str]) -> list[str]:
+    """Sorted unique paths, without symlinks to a file that is already in the list under another name."""
+    unique = sorted(set(paths))
+    real_of = {}
+    for p in unique:
+        if os.path.islink(p):
+            real_of[p] = os.path.realpath(p)
+    if not real_of:
+        return unique
+    taken = {p for p in unique if p not in real_of}
+    out = []
+    for p in unique:
+        real = real_of.get(p)
+        if real is None:
+            out.append(p)
+        elif real not in taken:
+            taken.add(real)
+            out.append(p)
+    return out
 
 
 def read_list_file(path: str | os.PathLike) -> list[str]:
@@ -61,7 +120,8 @@ def read_list_file(path: str | os.PathLike) -> list[str]:
     path = Path(path)
     base = path.parent
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    # surrogateescape: a listed name that is not valid UTF-8 stays the same bytes on disk
+    for line in path.read_text(encoding="utf-8", errors="surrogateescape").splitlines():
         entry = line.strip()
         if path.suffix.lower() == ".csv":
             entry = entry.split(",", 1)[0].strip().strip('"')
@@ -89,12 +149,15 @@ def collect_inputs(sources: Sequence[str | os.PathLike] | str | os.PathLike) -> 
     if not sources:
         raise InputError("no input given: pass an image folder, a list file or a glob")
     paths: list[str] = []
+    walked: list[str] = []
     ignored = 0
+    problems: list[dict[str, str]] = []
+    seen: set[tuple[int, int]] = set()
     for raw in sources:
-        source = os.path.expanduser(os.fspath(raw))
+        source = os.path.expanduser(os.fsdecode(raw) if isinstance(raw, bytes) else os.fspath(raw))
         if os.path.isdir(source):
-            found, skipped = _walk(source)
-            paths.extend(_absolute(p) for p in found)
+            found, skipped = _walk(source, problems, seen)
+            walked.extend(_absolute(p) for p in found)
             ignored += skipped
         elif os.path.isfile(source):
             if is_image_path(source):
@@ -112,8 +175,8 @@ def collect_inputs(sources: Sequence[str | os.PathLike] | str | os.PathLike) -> 
             ignored += sum(1 for m in matches if os.path.isfile(m) and not is_image_path(m))
         else:
             raise InputError(f"no such file or folder: {source}")
-    unique = sorted(set(paths))
-    return CollectedInputs(paths=unique, ignored=ignored, sources=[os.fspath(s) for s in sources])
+    unique = sorted(set(paths) | set(_drop_linked_duplicates(walked)))
+    return CollectedInputs(paths=unique, ignored=ignored, sources=[os.fsdecode(s) for s in sources], problems=problems)
 
 
 def fingerprint(paths: Iterable[str]) -> str:

@@ -1,31 +1,31 @@
-"""The work area of an unfinished build: a lock, the plan, embedded chunks and the journal.
+"""The work area of an unfinished build: the plan, embedded chunks and the journal.
 
 Every file is written atomically, and ``journal.json`` is written after the chunk it counts, so a
 build killed at any instant (SIGKILL included) leaves either a committed chunk or none. A rerun
-reads the journal and continues with the first chunk it does not list.
+reads the journal and continues with the first chunk it does not list. The journal also records
+what was asked (``request``: mode, input fingerprint, sources), so that a later command with
+other inputs is not mistaken for the same one, and a ``plan_id`` that the published generation
+repeats once the plan is in the index. Writers hold the directory's lock (``lock.py``).
 """
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import TipsV2Error
 from ..io import atomic_write, write_json
+from .errors import IndexLockedError
 
 JOURNAL_VERSION = 1
+MAX_JOURNAL_BYTES = 1 << 30
 
-
-class BuildLockedError(TipsV2Error, RuntimeError):
-    """Another live process is building into the same directory."""
+BuildLockedError = IndexLockedError  # the name this error had when only builds were locked
 
 
 @dataclass
@@ -64,52 +64,38 @@ class WorkArea:
     def skipped_file(self, chunk: int) -> Path:
         return self.path / f"chunk-{chunk:06d}.skipped.json"
 
-    # ---------------------------------------------------------------- lock
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold ``OUT/.build/lock`` for the duration; a lock left by a dead process is taken over."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        lock = self.path / "lock"
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = _read_pid(lock)
-                if owner is not None and owner != os.getpid() and _alive(owner):
-                    raise BuildLockedError(f"{self.path.parent} is being built by process {owner}; "
-                                           "wait for it or stop it first") from None
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()  # stale: its owner died (e.g. killed mid-build)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
-            break
-        else:
-            raise BuildLockedError(f"could not take the build lock {lock}")
-        try:
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                lock.unlink()
-            with contextlib.suppress(OSError):
-                self.path.rmdir()  # only if empty: a run that failed before committing anything
-
     # ---------------------------------------------------------------- journal
     def read_journal(self) -> dict[str, Any] | None:
         """The journal of an interrupted build, or None when there is none (or it is unreadable)."""
         try:
+            if self.journal_file.stat().st_size > MAX_JOURNAL_BYTES:
+                return None
             data = json.loads(self.journal_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
-        return data if data.get("version") == JOURNAL_VERSION else None
+        if not isinstance(data, dict) or data.get("version") != JOURNAL_VERSION:
+            return None
+        try:  # a damaged journal is no journal: the next run plans afresh
+            plan = Plan.from_dict(data["plan"])
+            chunk_size, chunks, done = int(data["chunk_size"]), int(data["chunks"]), int(data["done"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return None
+        if (chunk_size < 1 or not 0 <= done <= chunks or not isinstance(data.get("settings"), dict)
+                or len(plan.add_ids) != len(plan.add_paths) or not all(isinstance(p, str) for p in plan.add_paths)
+                or chunks != -(-len(plan.add_ids) // chunk_size)):
+            return None
+        return data
 
-    def start(self, settings: dict[str, Any], plan: Plan, chunk_size: int) -> dict[str, Any]:
+    def start(self, settings: dict[str, Any], plan: Plan, chunk_size: int,
+              request: dict[str, Any] | None = None) -> dict[str, Any]:
         """Discard any previous state and commit a new plan (chunk files are overwritten as they come)."""
-        for stale in self.path.glob("chunk-*"):
-            stale.unlink()
+        if self.path.is_dir():
+            for stale in self.path.glob("chunk-*"):
+                stale.unlink()
         chunks = -(-len(plan.add_ids) // chunk_size) if plan.add_ids else 0
         journal = {"version": JOURNAL_VERSION, "settings": settings, "plan": plan.to_dict(),
-                   "chunk_size": chunk_size, "chunks": chunks, "done": 0}
+                   "chunk_size": chunk_size, "chunks": chunks, "done": 0, "request": request,
+                   "plan_id": uuid.uuid4().hex}
         write_json(self.journal_file, journal)
         return journal
 
@@ -134,21 +120,6 @@ class WorkArea:
     def remove(self) -> None:
         """Delete the work area (after the indexes it fed are saved)."""
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _read_pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == errno.EPERM  # exists but belongs to someone else
-    return True
 
 
 __all__ = ["BuildLockedError", "Plan", "WorkArea"]

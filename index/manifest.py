@@ -10,6 +10,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from .errors import IndexFormatError, IndexMismatchError, IndexNotFoundError
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+MAX_MANIFEST_BYTES = 64 * 2**20  # a manifest is a few KB; refuse to read a huge file as one
+_MANIFEST_FILE = re.compile(r"^manifest(-[0-9]{6,12})?\.json$")
 INDEX_TYPES = ("global", "patch")
 GLOBAL_KINDS = ("cls1", "cls2", "concat", "mean_patch")
 STORE_DTYPES = ("float16", "float32")
@@ -72,9 +75,16 @@ def model_dim(model: Any, kind: str) -> int:
     return 2 * int(dim) if kind == "concat" else int(dim)
 
 
+def weights_fingerprint(model: Any) -> str | None:
+    """The model's weights fingerprint (``TipsV2.weights_fingerprint``), or ``None`` where it has none."""
+    value = getattr(model, "weights_fingerprint", None)
+    return value if isinstance(value, str) and value else None
+
+
 def model_identity(model: Any, kind: str = "cls1") -> dict[str, Any]:
-    """``{"name", "config_hash", "dim"}`` of a model for the embedding ``kind``."""
-    return {"name": getattr(model, "name", None), "config_hash": config_hash(model), "dim": model_dim(model, kind)}
+    """``{"name", "config_hash", "dim", "weights_fingerprint"}`` of a model for the embedding ``kind``."""
+    return {"name": getattr(model, "name", None), "config_hash": config_hash(model), "dim": model_dim(model, kind),
+            "weights_fingerprint": weights_fingerprint(model)}
 
 
 def now_iso() -> str:
@@ -91,6 +101,7 @@ class IndexManifest:
     dim: int
     model_name: str | None = None
     config_hash: str | None = None
+    weights_fingerprint: str | None = None  # of the model the vectors came from (None: not recorded)
     dtype: str = "float16"  # stored vectors
     metric: str = "ip"
     normalization: str = "l2"
@@ -117,6 +128,16 @@ class IndexManifest:
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise IndexFormatError(f"{source}: format_version {version!r} is not supported (expected {FORMAT_VERSION})")
+        from .validation import check_manifest_fields
+
+        if data.get("type") not in INDEX_TYPES:
+            raise IndexFormatError(f"{source}: unknown index type {data.get('type')!r}")
+        kinds = ("patch",) if data["type"] == "patch" else GLOBAL_KINDS
+        if data.get("kind") not in kinds:
+            raise IndexFormatError(f"{source}: kind {data.get('kind')!r} is not one of {', '.join(kinds)}")
+        if data.get("dtype", "float16") not in STORE_DTYPES:
+            raise IndexFormatError(f"{source}: dtype {data.get('dtype')!r} is not one of {', '.join(STORE_DTYPES)}")
+        check_manifest_fields(data, source)
         known = {f.name for f in dataclasses.fields(cls)}
         try:
             manifest = cls(**{k: v for k, v in data.items() if k in known})
@@ -126,9 +147,9 @@ class IndexManifest:
             raise IndexFormatError(f"{source}: unknown index type {manifest.type!r}")
         return manifest
 
-    def save(self, directory: str | os.PathLike) -> None:
-        """Atomically write ``directory/manifest.json`` (the commit point of a save)."""
-        write_json(Path(directory) / MANIFEST_NAME, self.to_dict())
+    def save(self, directory: str | os.PathLike, name: str = MANIFEST_NAME) -> None:
+        """Atomically write ``directory/name`` (``manifest.json``: the commit point of a save)."""
+        write_json(Path(directory) / name, self.to_dict())
 
     def summary(self) -> dict[str, Any]:
         """The user-facing fields (no internal file table)."""
@@ -164,6 +185,9 @@ def new_manifest(
         dim = model_dim(model, "cls1" if kind == "patch" else kind) if dim is None else dim
         model_name = getattr(model, "name", None) if model_name is None else model_name
         cfg_hash = config_hash(model) if cfg_hash is None else cfg_hash
+        fingerprint = weights_fingerprint(model)
+    else:
+        fingerprint = None
     if dim is None or int(dim) <= 0:
         raise ValueError("the vector width is unknown: pass model= or dim=")
     if dtype not in STORE_DTYPES:
@@ -172,20 +196,33 @@ def new_manifest(
     # Replacing an index: keep counting generations so no new file can take an old one's name.
     gen = read_manifest(path).files.get("gen", 0) if exists else 0
     return IndexManifest(
-        type=index_type, kind=kind, dim=int(dim), model_name=model_name, config_hash=cfg_hash, dtype=dtype,
+        type=index_type, kind=kind, dim=int(dim), model_name=model_name, config_hash=cfg_hash,
+        weights_fingerprint=fingerprint, dtype=dtype,
         factory=None if auto else factory, factory_auto=auto, memory_budget=memory_budget, files={"gen": int(gen)},
     )
 
 
-def read_manifest(path: str | os.PathLike) -> IndexManifest:
-    """Read ``path/manifest.json``; ``IndexNotFoundError`` if there is none."""
+def manifest_file(gen: int) -> str:
+    """The immutable manifest name of generation ``gen`` of one index (``manifest-000007.json``)."""
+    return f"manifest-{int(gen):06d}.json"
+
+
+def read_manifest(path: str | os.PathLike, name: str = MANIFEST_NAME) -> IndexManifest:
+    """Read ``path/name`` (default ``manifest.json``); ``IndexNotFoundError`` if there is none."""
     path = Path(path)
-    file = path / MANIFEST_NAME
-    if not file.is_file():
+    if not isinstance(name, str) or not _MANIFEST_FILE.match(name):
+        raise IndexFormatError(f"index {path}: {name!r} is not a manifest file name")
+    file = path / name
+    if name == MANIFEST_NAME and not file.is_file():
         raise IndexNotFoundError(f"no index at {path} (missing {MANIFEST_NAME})")
+    from .validation import member
+
+    member(path, name, "manifest")
     try:
+        if file.stat().st_size > MAX_MANIFEST_BYTES:
+            raise IndexFormatError(f"{file} is too large to be a manifest ({file.stat().st_size} bytes)")
         data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise IndexFormatError(f"cannot read {file}: {exc}") from None
     if not isinstance(data, dict):
         raise IndexFormatError(f"{file} does not hold a JSON object")
@@ -227,6 +264,13 @@ def check_model(
             f"but the model given is {given[0]!r} (config {given[1]}, dim {given[2]}); "
             f"{', '.join(differs)} differ"
         )
+    theirs, ours = manifest.weights_fingerprint, ident["weights_fingerprint"]
+    if theirs and ours and theirs != ours:
+        raise IndexMismatchError(
+            f"{where} was built with model {manifest.model_name!r} weights {theirs} but the model given is "
+            f"{ident['name']!r} weights {ours}: same architecture, different weights; "
+            "use the model the index was built with, or build a new index"
+        )
 
 
 __all__ = [
@@ -234,8 +278,10 @@ __all__ = [
     "IndexManifest",
     "check_model",
     "config_hash",
+    "manifest_file",
     "model_dim",
     "model_identity",
     "new_manifest",
     "read_manifest",
+    "weights_fingerprint",
 ]

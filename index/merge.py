@@ -87,6 +87,7 @@ def merge_indexes(
     on_disk: bool = False,
     factory: str | None = None,
     overwrite: bool = False,
+    commit: bool = True,
 ) -> GlobalIndex | PatchIndex:
     """Merge saved shard indexes into a new index at ``out_dir`` and save it.
 
@@ -96,6 +97,8 @@ def merge_indexes(
         factory: for ``"rebuild"``, the FAISS factory of the result (default: the shards' common
             explicit factory, else the automatic choice for the merged size).
         overwrite: replace an index already at ``out_dir``.
+        commit: save it as a bare index (``manifest.json``); ``False`` only stages it (``BaseIndex.stage``)
+            for the caller to publish together with the other indexes of a build directory.
     """
     if strategy not in ("auto", "invlists", "rebuild"):
         raise ValueError(f"strategy must be 'auto', 'invlists' or 'rebuild', not {strategy!r}")
@@ -131,7 +134,10 @@ def merge_indexes(
         _merge_lists(merged, shards, manifests, opened, out, gen + 1, on_disk)
     else:
         merged.build(factory)
-    merged.save()
+    if commit:
+        merged.save()
+    else:
+        merged.stage()
     return merged
 
 

@@ -190,10 +190,14 @@ class PatchIndex(BaseIndex):
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike, *, model: Any = None, dim: int | None = None, mmap: bool = True, use_gpu: bool | None = None
+        cls, path: str | os.PathLike, *, model: Any = None, dim: int | None = None, mmap: bool = True,
+        use_gpu: bool | None = None, manifest: str = "manifest.json",
     ) -> "PatchIndex":
-        """Open a saved patch index; with ``model``/``dim`` it must match (``IndexMismatchError``)."""
-        path, manifest = cls._open_parts(path, model, None, dim, mmap)
+        """Open a saved patch index; with ``model``/``dim`` it must match (``IndexMismatchError``).
+
+        ``manifest``: which manifest of the directory to open (as for ``GlobalIndex.open``).
+        """
+        path, manifest = cls._open_parts(path, model, None, dim, mmap, manifest)
         gh, gw = manifest.patch["grid"]
         store = VectorStore.load(path, manifest.files, (gh * gw, manifest.dim), manifest.dtype, mmap=mmap)
         index = cls(path, manifest, store, use_gpu=use_gpu)

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from .collection import Collection
-from .errors import BoxError, IndexNotFoundError
+from .errors import BoxError, IndexMismatchError, IndexNotFoundError, QueryError
 
 
 @dataclass
@@ -60,16 +60,26 @@ def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
 
 
 class Searcher:
-    """The opened indexes of one directory plus the model that embeds queries."""
+    """The opened indexes of one consistent generation of a directory plus the model that embeds queries.
 
-    def __init__(self, collection: Collection, model, *, use_gpu: bool | None = None, nprobe: int | None = None):
-        from . import GlobalIndex, PatchIndex
+    ``Searcher(locate(path), model)`` opens the directory's current generation
+    (``snapshot.open_snapshot``); ``Searcher(snapshot, model)`` searches an already opened one.
+    ``warnings`` says what a user should know (e.g. an interrupted ``index add`` waiting).
+    """
 
-        self.collection = collection
+    def __init__(self, collection, model, *, use_gpu: bool | None = None, nprobe: int | None = None):
+        from .snapshot import Snapshot, open_snapshot
+
+        snap = collection if isinstance(collection, Snapshot) else open_snapshot(collection.path, model=model,
+                                                                                  use_gpu=use_gpu)
+        self.snapshot = snap
+        self.collection: Collection = snap.collection
+        self.generation = snap.generation
+        self.warnings = list(snap.warnings)
         self.model = model
-        self.glob = GlobalIndex.open(collection.global_path, model=model, use_gpu=use_gpu) if collection.global_path else None
-        self.patch = PatchIndex.open(collection.patch_path, model=model, use_gpu=use_gpu) if collection.patch_path else None
-        self.image_size = int(collection.build.get("image_size") or model.image_size)
+        self.glob = snap.global_index
+        self.patch = snap.patch_index
+        self.image_size = int(self.collection.build.get("image_size") or model.image_size)
         self.nprobe = nprobe  # IVF lists to visit; None = the index's own setting
 
     # ---------------------------------------------------------------- helpers
@@ -117,6 +127,8 @@ class Searcher:
                                  "box": list(query.box) if query.box else None,
                                  "mode": "regions" if query.regions else "images"}
         vector: np.ndarray | None = None  # the single vector a heatmap is drawn for
+        if query.text is not None and not query.text.strip():
+            raise QueryError("empty text query: give some words to search for")
         if query.text is not None:
             vector = self._text_vector(query.text)
             if query.regions:
@@ -190,7 +202,11 @@ def resolve_model_ref(collection: Collection, explicit: str | None) -> str:
         return explicit
     if collection.model_ref:
         ref = collection.model_ref
-        return ref if not os.path.isabs(ref) or Path(ref).exists() else collection.build["model"]["name"]
+        if os.path.isabs(ref) and not Path(ref).exists():
+            # Never fall back to a registered model of the same name: it may hold other weights.
+            raise IndexMismatchError(f"{collection.path} was built with the model folder {ref}, which no longer "
+                                     "exists (moved or deleted?); pass --model with its new location")
+        return ref
     from .manifest import read_manifest
 
     path = collection.global_path or collection.patch_path

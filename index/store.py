@@ -16,10 +16,46 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write, load_npy, save_npy
+from ..io import atomic_write, load_npy as _load_own, save_npy
 from .errors import DuplicateIdError, IndexFormatError
+from .validation import check_file, load_npy
 
 COMPACT_FRACTION = 0.25
+MAX_STORED_ID = 2**62
+MAX_RECORD_LINE = 1 << 20  # bytes; a record is an id, a path and a little metadata
+
+
+def printable(path: str) -> str:
+    """A file name for messages: bytes that are not UTF-8 shown as ``\\xNN`` instead of failing to print."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace") if isinstance(path, str) else repr(path)
+
+
+def _read_records(directory: Path, name: str, ids: np.ndarray, files: dict[str, Any]) -> list[dict[str, Any]]:
+    """The checked lines of a ``records-*.jsonl`` file: one object per id, with that id."""
+    path = check_file(directory, name, "records", files)
+    out: list[dict[str, Any]] = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                if len(line) > MAX_RECORD_LINE or len(out) >= len(ids):
+                    raise ValueError("more or longer lines than the segment has rows")
+                rec = json.loads(line)
+                if not isinstance(rec, dict):
+                    raise ValueError(f"line {len(out) + 1} is not an object")
+                if rec.get("id", int(ids[len(out)])) != int(ids[len(out)]):
+                    raise ValueError(f"line {len(out) + 1} has id {rec.get('id')!r}, the ids file {int(ids[len(out)])}")
+                if rec.get("path") is not None and not isinstance(rec["path"], str):
+                    raise ValueError(f"line {len(out) + 1} has a path that is not a string")
+                if rec.get("meta") is not None and not isinstance(rec["meta"], dict):
+                    raise ValueError(f"line {len(out) + 1} has metadata that is not an object")
+                out.append(rec)
+    except (OSError, ValueError, RecursionError) as exc:
+        raise IndexFormatError(f"index {directory}: records {name} are unreadable: {exc}") from None
+    if len(out) != len(ids):
+        raise IndexFormatError(f"index {directory}: records {name} hold {len(out)} lines for {len(ids)} rows")
+    return out
 
 
 @dataclass
@@ -203,31 +239,46 @@ class VectorStore:
     # ------------------------------------------------------------------ persistence
     @classmethod
     def load(cls, directory: Path, entry: dict[str, Any], row_shape, dtype: str, mmap: bool = True) -> "VectorStore":
-        """Open the segments listed in a manifest's ``files`` table."""
+        """Open the segments listed in a manifest's ``files`` table, checking every file first.
+
+        Sizes, ``.npy`` headers, recorded checksums, record lines, tombstones and id uniqueness
+        are checked before anything is mapped or indexed (``IndexFormatError`` naming the file).
+        """
+        directory = Path(directory)
         store = cls(row_shape, dtype)
-        for seg in entry.get("segments", []):
-            name = seg["name"]
-            try:
-                vectors = load_npy(directory / f"vectors-{name}.npy", mmap=mmap)
-                ids = load_npy(directory / f"ids-{name}.npy")
-                with open(directory / f"records-{name}.jsonl", encoding="utf-8") as handle:
-                    records = [json.loads(line) for line in handle if line.strip()]
-            except (OSError, ValueError) as exc:
-                raise IndexFormatError(f"index {directory}: segment {name} is unreadable: {exc}") from None
-            if not (len(vectors) == len(ids) == len(records) == seg["rows"]) or vectors.shape[1:] != store.row_shape:
-                raise IndexFormatError(f"index {directory}: segment {name} does not match the manifest")
-            store._segments.append(_Segment(name, vectors, ids.astype(np.int64)))
+        segments = entry.get("segments", [])
+        if not isinstance(segments, list):
+            raise IndexFormatError(f"index {directory}: the manifest's segments are not a list")
+        for seg in segments:
+            name, rows = seg["name"], int(seg["rows"])
+            what = f"segment {name}"
+            vectors = load_npy(directory, f"vectors-{name}.npy", f"{what} vectors", dtype=dtype,
+                               shape=(rows, *store.row_shape), mmap=mmap, files=entry)
+            ids = load_npy(directory, f"ids-{name}.npy", f"{what} ids", dtype=np.int64, shape=(rows,), files=entry)
+            records = _read_records(directory, f"records-{name}.jsonl", ids, entry)
+            if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= MAX_STORED_ID):
+                raise IndexFormatError(f"index {directory}: {what} holds ids outside [0, 2^62)")
+            store._segments.append(_Segment(name, vectors, np.array(ids, dtype=np.int64)))
             store._offsets.append(store._offsets[-1] + len(ids))
             store._paths.extend(r.get("path") for r in records)
             store._meta.extend(r.get("meta") or None for r in records)
         store._alive = np.ones(store.total_rows, bool)
         if entry.get("dead"):
-            store._alive[load_npy(directory / entry["dead"])] = False
+            dead = load_npy(directory, entry["dead"], "tombstones", dtype=np.int64, shape=(None,), files=entry)
+            if len(dead) and (int(dead.min()) < 0 or int(dead.max()) >= store.total_rows):
+                raise IndexFormatError(f"index {directory}: tombstones {entry['dead']} name rows outside "
+                                       f"0..{store.total_rows - 1}")
+            store._alive[dead] = False
         all_ids = store.all_ids()
         for row in store.live_rows().tolist():
-            store._id_row[int(all_ids[row])] = row
+            id_ = int(all_ids[row])
+            if id_ in store._id_row:
+                raise IndexFormatError(f"index {directory}: id {id_} is stored twice")
+            store._id_row[id_] = row
             path = store._paths[row]
             if path is not None:
+                if path in store._path_row:
+                    raise IndexFormatError(f"index {directory}: path {printable(path)} is stored twice")
                 store._path_row[path] = row
         return store
 
@@ -246,7 +297,7 @@ class VectorStore:
             self._write_records(directory / f"records-{name}.jsonl", range(lo, hi), seg.ids)
             save_npy(directory / f"vectors-{name}.npy", seg.vectors)
             seg.name = name
-            seg.vectors = load_npy(directory / f"vectors-{name}.npy", mmap=True)  # free the RAM copy
+            seg.vectors = _load_own(directory / f"vectors-{name}.npy", mmap=True)  # free the RAM copy
         self._pending = []
         entry: dict[str, Any] = {
             "segments": [{"name": s.name, "rows": len(s.ids)} for s in self._segments],
@@ -258,10 +309,12 @@ class VectorStore:
         return entry
 
     def _write_records(self, path: Path, rows: range, ids: np.ndarray) -> None:
+        # ASCII JSON: a file name that is not valid UTF-8 (kept as surrogate escapes, like os.fsdecode)
+        # is written as \udcXX escapes and read back as the very same str.
         with atomic_write(path, "w") as handle:
             for row, id_ in zip(rows, ids.tolist()):
                 rec = {"id": id_, "path": self._paths[row], "meta": self._meta[row] or {}}
-                handle.write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
+                handle.write(json.dumps(rec, sort_keys=True, ensure_ascii=True) + "\n")
 
     def _compact(self, directory: Path, gen: int) -> None:
         """Replace all segments by one holding only live rows, in row order (streamed to disk)."""
@@ -280,7 +333,7 @@ class VectorStore:
         self._write_records(directory / f"records-{name}.jsonl", rows.tolist(), ids)
         paths = [self._paths[r] for r in rows.tolist()]
         meta = [self._meta[r] for r in rows.tolist()]
-        vectors = load_npy(path, mmap=True)
+        vectors = _load_own(path, mmap=True) if len(ids) else np.zeros((0, *self.row_shape), self.dtype)
         self._segments = [_Segment(name, vectors, ids)]
         self._offsets = [0, len(ids)]
         self._paths, self._meta = paths, meta
@@ -329,4 +382,4 @@ class VectorStore:
         return names
 
 
-__all__ = ["VectorStore", "id_hash", "COMPACT_FRACTION"]
+__all__ = ["VectorStore", "id_hash", "printable", "COMPACT_FRACTION"]

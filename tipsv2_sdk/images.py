@@ -7,6 +7,7 @@ normalisation, so [0, 1] pixels are the model input.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Union
@@ -44,11 +45,13 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         if os.path.getsize(name) == 0:
             raise ImageLoadError(name, "file is empty")
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # PIL's own warning is silenced so that the size check below decides; the warning filter
+            # is process-wide (not per thread), so the reason must not depend on it either.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(name) as img:
                 w, h = img.size
                 if w * h > max_pixels:
-                    raise ImageLoadError(name, f"{w}x{h} pixels exceeds the limit of {max_pixels} (decompression bomb guard)")
+                    raise ImageLoadError(name, _bomb_reason(w * h, max_pixels))
                 img.load()  # decode now: truncated files fail here, not later in a worker
                 img = ImageOps.exif_transpose(img)
                 return to_rgb(img)
@@ -57,9 +60,17 @@ def open_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     except FileNotFoundError:
         raise ImageLoadError(name, "no such file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageLoadError(name, f"decompression bomb guard: {exc}") from None
+        # PIL refuses past twice its limit before the size is known to us: same reason, same words.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise ImageLoadError(name, _bomb_reason(int(found.group(1)) if found else None, max_pixels)) from None
     except (OSError, ValueError, SyntaxError, Image.UnidentifiedImageError) as exc:
         raise ImageLoadError(name, str(exc) or type(exc).__name__) from None
+
+
+def _bomb_reason(pixels: int | None, limit: int) -> str:
+    """The skip reason of an oversized image: a function of its pixel count only, whichever check caught it."""
+    size = f"{pixels} pixels" if pixels is not None else "the image"
+    return f"{size} exceeds the limit of {limit} pixels (decompression bomb guard)"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

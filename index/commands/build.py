@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from ...cli.common import UserError, device_option, echo_json, load_model, model_option, user_errors
-from .common import KIND_CHOICES, model_ref, parse_bytes, print_report, rank_device, shard_out, split_kinds, warn_untrained
+from ..engines.options import engine_options, make_engine_options, make_source_options, source_options
+from .common import (KIND_CHOICES, image_size_option, model_ref, parse_bytes, print_report, rank_device, shard_out,
+                     split_kinds, wait_option, warn_untrained)
 
 
 @click.command("build")
@@ -20,7 +22,7 @@ from .common import KIND_CHOICES, model_ref, parse_bytes, print_report, rank_dev
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Image decoding threads.")
 @click.option("--chunk-size", type=click.IntRange(1), default=None,
               help="Images per checkpointed chunk (default 8 batches).")
-@click.option("--image-size", type=int, default=None, help="Square input size (multiple of 14); default: the model's.")
+@image_size_option
 @click.option("--index-type", default=None, help="FAISS factory string for the global index (default: automatic).")
 @click.option("--patch-index-type", default=None, help="FAISS factory string for the patch index.")
 @click.option("--memory-budget", default=None, help="Index memory budget for the automatic choice, e.g. 4G.")
@@ -36,31 +38,38 @@ from .common import KIND_CHOICES, model_ref, parse_bytes, print_report, rank_dev
 @click.option("--autocast", is_flag=True, help="Run the model under bf16 autocast.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
+@engine_options
+@source_options
+@wait_option
 @model_option
 @device_option
 @user_errors
 def build(inputs, out, kind, patches, batch_size, workers, chunk_size, image_size, index_type, patch_index_type,
-          memory_budget, dtype, pooling, pq, template, shard, restart, autocast, quiet, as_json, model_name, device):
-    """Embed the images in INPUTS (folders, list files, globs) and index them into OUT.
+          memory_budget, dtype, pooling, pq, template, shard, restart, autocast, quiet, as_json, wait, model_name,
+          device, engine, ray_address, ray_actors, image_column, caption_column, key_column, meta_columns):
+    """Embed the images in INPUTS (folders, list files, globs, tar shards, parquet tables) and index them into OUT.
 
     Rerunning the same command resumes an interrupted build, or updates a finished one with new and
-    removed files. Unreadable files are skipped and listed in OUT/skipped.jsonl.
+    removed files (images added or removed by hand with `index add` / `index remove` stay as they
+    are). Unreadable files are skipped and listed in OUT/skipped.jsonl.
     """
     from ..builder import BuildOptions, build_index
-    from ..inputs import collect_inputs
     from ..shard import parse_shard
+    from ..sources import collect_sources
 
     global_kind, want_patches = split_kinds(kind, patches)
     options = BuildOptions(kind=global_kind, patches=want_patches, batch_size=batch_size, workers=workers,
                            chunk_size=chunk_size, image_size=image_size, index_type=index_type,
                            patch_index_type=patch_index_type, memory_budget=parse_bytes(memory_budget), dtype=dtype,
                            pooling=pooling, pq=pq, template=os.fspath(template) if template else None,
-                           restart=restart, progress=not quiet, autocast=autocast)
+                           restart=restart, progress=not quiet, autocast=autocast,
+                           engine=make_engine_options(engine, ray_address, ray_actors),
+                           sources=make_source_options(image_column, caption_column, key_column, meta_columns))
     the_shard = parse_shard(shard)
     out = shard_out(out, the_shard)
-    collected = collect_inputs(list(inputs))  # input mistakes surface before the model loads
+    collected = collect_sources(list(inputs), options.sources)  # input mistakes surface before the model loads
     model = load_model(model_name, device=rank_device(device, shard, os.environ))
-    report = build_index(model, collected, out, options, shard=the_shard, model_ref=model_ref(model_name))
+    report = build_index(model, collected, out, options, shard=the_shard, model_ref=model_ref(model_name), wait=wait)
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -74,12 +83,18 @@ def build(inputs, out, kind, patches, batch_size, workers, chunk_size, image_siz
 @click.option("--model", "-m", "model_name", default=None, help="Default: the model the index was built with.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--restart", is_flag=True, help="Discard an interrupted build or add in INDEX_PATH instead of finishing it.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@wait_option
 @device_option
 @user_errors
-def add(index_path, inputs, model_name, batch_size, workers, quiet, as_json, device):
-    """Add images to a built index (paths already indexed are left alone)."""
+def add(index_path, inputs, model_name, batch_size, workers, restart, quiet, as_json, wait, device):
+    """Add images to a built index (paths already indexed are left alone).
+
+    An interrupted `index add` is finished by rerunning it; an add of other inputs is refused until
+    then (or pass --restart to discard the interrupted one).
+    """
     from ..builder import BuildOptions, build_index
     from ..collection import locate
 
@@ -93,8 +108,8 @@ def add(index_path, inputs, model_name, batch_size, workers, quiet, as_json, dev
     model = load_model(ref, device=device)
     options = BuildOptions(kind=record.get("kind"), patches=bool(record.get("patches")), batch_size=batch_size,
                            workers=workers, image_size=record.get("image_size"), dtype=record.get("dtype", "float16"),
-                           progress=not quiet)
-    report = build_index(model, list(inputs), index_path, options, mode="add", model_ref=model_ref(ref))
+                           restart=restart, progress=not quiet)
+    report = build_index(model, list(inputs), index_path, options, mode="add", model_ref=model_ref(ref), wait=wait)
     if as_json:
         echo_json(report.to_dict())
     else:

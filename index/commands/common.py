@@ -9,6 +9,7 @@ import click
 from ...cli.common import UserError, info
 
 KIND_CHOICES = ("cls1", "cls2", "concat", "mean_patch", "patch", "both")
+PATCH_SIZE = 14  # every TIPS / TIPSv2 model; the model checks its own again once loaded
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
@@ -54,18 +55,62 @@ def split_kinds(kind: str, patches: bool) -> tuple[str | None, bool]:
     return kind, patches
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 image``, ``2 images`` (``many`` for irregular plurals)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def printable(path) -> str:
+    """A path for human output: bytes that are not UTF-8 appear as ``\\xNN`` instead of breaking the terminal."""
+    if isinstance(path, bytes):
+        return path.decode("utf-8", "backslashreplace")
+    return os.fsencode(os.fspath(path)).decode("utf-8", "backslashreplace") if path is not None else "-"
+
+
+def image_size_option(func):
+    """``--image-size N``: a positive multiple of 14 (the TIPS patch size), checked before any model loads."""
+    def check(ctx, param, value):
+        if value is not None and (value <= 0 or value % PATCH_SIZE):
+            raise UserError(f"--image-size {value}: must be a positive multiple of the patch size {PATCH_SIZE}, "
+                            f"e.g. {PATCH_SIZE * 16}")
+        return value
+
+    return click.option("--image-size", type=int, default=None, callback=check,
+                        help="Square input size (multiple of 14); default: the model's.")(func)
+
+
+def wait_option(func):
+    """``--wait SECONDS``: how long a writer waits for another writer of the same index."""
+    return click.option("--wait", "wait", type=click.FloatRange(0), default=0.0, show_default=True,
+                        help="Seconds to wait while another process writes the index (0: fail at once).")(func)
+
+
 def print_report(report) -> None:
+    """Human-readable summary of a build report (notes on stderr)."""
     counts = ", ".join(f"{name} {n}" for name, n in report.counts.items())
     shard = f" (shard {report.shard})" if report.shard else ""
+    images = "image" if all(n == 1 for n in report.counts.values()) and report.counts else "images"
     click.echo(f"{report.out}{shard}: +{report.added} added, -{report.removed} removed, {report.unchanged} unchanged "
-               f"→ {counts} images; {report.seconds:.1f} s, {report.images_per_second:.1f} img/s")
+               f"→ {counts} {images}; {report.seconds:.1f} s, {report.images_per_second:.1f} img/s")
     if report.resumed_chunks:
-        click.echo(f"resumed an interrupted build after {report.resumed_chunks} finished chunks")
+        click.echo(f"finished an interrupted build after {plural(report.resumed_chunks, 'finished chunk')}")
+    manual = getattr(report, "manual", None) or {}
+    if manual.get("kept") or manual.get("left_out"):
+        parts = []
+        if manual.get("kept"):
+            parts.append(f"kept {plural(manual['kept'], 'image')} added with `index add`")
+        if manual.get("left_out"):
+            parts.append(f"left out {plural(manual['left_out'], 'image')} removed with `index remove`")
+        info("; ".join(parts) + " (changes made by hand are kept; `index add` / `index remove` change them)")
+    for note in getattr(report, "notes", None) or []:
+        info(note)
+    for row in getattr(report, "unreadable_sources", None) or []:
+        info(f"not read: {printable(row['path'])}: {row['reason']}")
     if report.skipped:
-        click.echo(f"skipped {len(report.skipped)} unreadable files (listed in {Path(report.out) / 'skipped.jsonl'}):")
+        click.echo(f"skipped {plural(len(report.skipped), 'unreadable file')} "
+                   f"(listed in {printable(Path(report.out) / 'skipped.jsonl')}):")
         for row in report.skipped:
-            click.echo(f"  {row['path']}: {row['reason']}")
-
+            click.echo(f"  {printable(row['path'])}: {row['reason']}")
 
 
 def warn_untrained(model) -> None:
@@ -74,5 +119,5 @@ def warn_untrained(model) -> None:
         info(f"RANDOM WEIGHTS: model {model.name} is not trained; rankings are meaningless.")
 
 
-__all__ = ["KIND_CHOICES", "model_ref", "parse_bytes", "print_report", "rank_device", "shard_out", "split_kinds",
-           "warn_untrained"]
+__all__ = ["KIND_CHOICES", "image_size_option", "model_ref", "parse_bytes", "plural", "print_report", "printable",
+           "rank_device", "shard_out", "split_kinds", "wait_option", "warn_untrained"]

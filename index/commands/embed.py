@@ -1,16 +1,19 @@
 """``tipsv2 embed``: images or texts to a .npy file plus an ids JSON file."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from ...cli.common import UserError, device_option, echo_json, load_model, model_option, user_errors
+from ...cli.common import UserError, device_option, echo_json, info, load_model, model_option, user_errors
+from ..engines.options import engine_options, make_engine_options, make_source_options, source_options
+from .common import image_size_option, model_ref, plural, printable
 
 
 @click.command()
 @click.argument("inputs", nargs=-1)
-@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--out", "-o", "out", required=True, type=click.Path(),
               help="Output .npy file; the ids go to the same name with .ids.json.")
 @click.option("--text", "texts", multiple=True, help="A text to embed (repeatable) instead of images.")
 @click.option("--texts-file", type=click.Path(dir_okay=False, path_type=Path), help="Texts to embed, one per line.")
@@ -19,15 +22,19 @@ from ...cli.common import UserError, device_option, echo_json, load_model, model
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Image decoding threads.")
-@click.option("--image-size", type=int, default=None, help="Square input size (multiple of 14); default: the model's.")
+@image_size_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@engine_options
+@source_options
 @model_option
 @device_option
 @user_errors
-def embed(inputs, out, texts, texts_file, kind, dtype, batch_size, workers, image_size, as_json, model_name, device):
-    """Embed images (folders, list files, globs) or texts into a .npy file plus an ids JSON file."""
+def embed(inputs, out, texts, texts_file, kind, dtype, batch_size, workers, image_size, as_json, model_name, device,
+          engine, ray_address, ray_actors, image_column, caption_column, key_column, meta_columns):
+    """Embed images (folders, list files, globs, tar shards, parquet tables) or texts into a .npy file plus an
+    ids JSON file. An interrupted image run resumes when rerun with the same arguments."""
     from ...io import save_npy, write_json
-    from ..inputs import collect_inputs
+    from ..sources import collect_sources
 
     if texts_file is not None:
         if not texts_file.is_file():
@@ -35,35 +42,52 @@ def embed(inputs, out, texts, texts_file, kind, dtype, batch_size, workers, imag
         texts = tuple(texts) + tuple(t for t in texts_file.read_text(encoding="utf-8").splitlines() if t.strip())
     if bool(texts) == bool(inputs):
         raise UserError("give either image inputs or --text/--texts-file, not both and not neither")
+    if out.endswith(("/", os.sep)) or os.path.isdir(out):
+        # Path("dir/") is Path("dir"): without this a file named "dir" would be written.
+        raise UserError(f"--out {out}: is a folder; give a file name such as {os.path.join(out, 'vectors.npy')}")
+    out = Path(out)
     ids_path = out.with_name(out.name.removesuffix(".npy") + ".ids.json")
+    engine_opts = make_engine_options(engine, ray_address, ray_actors)
+    sources = make_source_options(image_column, caption_column, key_column, meta_columns)
+    if texts and engine != "local":
+        raise UserError("--engine ray embeds images; texts are embedded locally")
+    if not texts:
+        collected = collect_sources(list(inputs), sources)  # input mistakes surface before the model loads
+        for row in collected.problems:
+            info(f"not read: {printable(row['path'])}: {row['reason']}")
+        if not collected.paths:
+            raise UserError(f"found no image files in {', '.join(inputs)}")
     model = load_model(model_name, device=device)
     skipped: list[dict] = []
     if texts:
         vectors = model.encode_texts(list(texts), batch_size=batch_size)
         items = [{"id": i, "text": t} for i, t in enumerate(texts)]
         kind = "text"
-    else:
-        paths = collect_inputs(inputs).paths
-        if not paths:
-            raise UserError(f"found no image files in {', '.join(inputs)}")
-        emb = model.encode_images(paths, batch_size=batch_size, image_size=image_size, on_error="skip",
-                                  with_patches=kind in ("patches", "mean_patch"), workers=workers)
-        vectors = emb.patches if kind == "patches" else emb.select(kind)
-        items = [{"id": int(i), "path": paths[i]} for i in emb.indices]
-        skipped = [{"id": s.index, "path": s.source, "reason": s.reason} for s in emb.skipped]
-    vectors = vectors.astype(dtype)
-    save_npy(out, vectors)
-    doc = {"model": model.name, "kind": kind, "dim": int(vectors.shape[-1]), "shape": list(vectors.shape),
-           "dtype": dtype, "items": items, "skipped": skipped}
-    write_json(ids_path, doc)
-    summary = {"vectors": str(out), "ids": str(ids_path), "count": len(items), "shape": list(vectors.shape),
+        vectors = vectors.astype(dtype)
+        doc = {"model": model.name, "kind": kind, "dim": int(vectors.shape[-1]), "shape": list(vectors.shape),
+               "dtype": dtype, "items": items, "skipped": skipped}
+    from ..update import write_errors
+
+    with write_errors(out):  # a full disk: one line, and no half-written file (atomic writes)
+        if texts:
+            save_npy(out, vectors)
+            write_json(ids_path, doc)
+        else:  # chunked, resumable, by either engine (index/engines/embed.py)
+            from ..engines.embed import embed_records
+
+            doc = embed_records(model, collected.paths, out, kind=kind, dtype=dtype, batch_size=batch_size,
+                                workers=workers, image_size=image_size, engine=engine_opts,
+                                model_ref=model_ref(model_name), sources=sources, progress=not as_json)
+    items, skipped, shape = doc["items"], doc["skipped"], doc["shape"]
+    summary = {"vectors": str(out), "ids": str(ids_path), "count": len(items), "shape": shape,
                "kind": kind, "skipped": skipped}
     if as_json:
         echo_json(summary)
         return
-    click.echo(f"wrote {len(items)} {kind} vectors {tuple(vectors.shape)} {dtype} to {out}; ids in {ids_path}")
+    click.echo(f"wrote {plural(len(items), kind + ' vector')} {tuple(shape)} {dtype} to {printable(out)}; "
+               f"ids in {printable(ids_path)}")
     for row in skipped:
-        click.echo(f"skipped {row['path']}: {row['reason']}")
+        click.echo(f"skipped {printable(row['path'])}: {row['reason']}")
 
 
 

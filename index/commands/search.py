@@ -36,12 +36,16 @@ def search(index_path, queries, image, box, regions, maxsim, k, as_json, html_pa
         raise UserError("--box needs --image: it is a region of the query image")
     if not queries and image is None:
         raise UserError("give a text query or --image")
+    if any(not q.strip() for q in queries):
+        raise UserError("empty text query: give some words to search for (quote them: \"a red car\")")
     if image is not None and not os.path.isfile(image):
         raise UserError(f"--image: no such file: {image}")
     the_box = parse_box(box) if box is not None else None
     collection = locate(index_path)
     model = load_model(resolve_model_ref(collection, model_name), device=device)
     searcher = Searcher(collection, model, nprobe=nprobe)
+    for warning in searcher.warnings:  # e.g. an interrupted `index add`: those images are not searched
+        info(f"warning: {warning}")
     asked = [Query(text=q, regions=regions) for q in queries]
     if image is not None:
         asked.append(Query(image=os.path.abspath(image), box=the_box, regions=regions, maxsim=maxsim))

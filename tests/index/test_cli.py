@@ -13,7 +13,7 @@ from tipsv2_sdk.cli.app import cli
 
 BUILD_KEYS = {"out", "model", "kind", "patches", "shard", "inputs", "selected", "ignored", "added", "removed",
               "unchanged", "skipped", "resumed_chunks", "chunks", "seconds", "images_per_second", "counts",
-              "engine", "unreadable_sources"}
+              "engine", "unreadable_sources", "manual", "notes", "generation"}
 REPORT_KEYS = {"index", "model", "trained", "kind", "patches", "k", "queries"}
 QUERY_KEYS = {"type", "text", "image", "box", "mode", "method", "results"}
 HIT_KEYS = {"rank", "id", "path", "score"}
@@ -75,7 +75,9 @@ def test_build_human_output_lists_skipped(folder, tiny_model_dir, tmp_path):
 def test_info(built):
     out, _ = built
     data = ok_json("index", "info", out)
-    assert set(data) == {"path", "build", "global", "patch", "skipped"} and data["skipped"] == 1
+    assert set(data) == {"path", "generation", "build", "global", "patch", "skipped", "images", "pending", "writer",
+                         "warnings"} and data["skipped"] == 1
+    assert data["generation"] == 1 and data["images"] == 8 and data["pending"] is None and data["warnings"] == []
     assert data["global"]["count"] == 8 and data["patch"]["patch"]["grid"] == [4, 4]
     assert data["global"]["factory"] == "Flat" and data["build"]["counts"] == {"global": 8, "patch": 8}
     text = run("index", "info", out).stdout
@@ -180,13 +182,17 @@ def test_add_remove_and_rebuild(folder, tiny_model_dir, tmp_path):
     added = ok_json("index", "add", out, extra, "-q")
     assert added["added"] == 1 and added["counts"] == {"global": 5, "patch": 5}
     removed = ok_json("index", "remove", out, extra / images[5].name, "--id", 0)
-    assert removed == {"removed": 2, "counts": {"global": 3, "patch": 3}}
+    assert removed == {"removed": 2, "counts": {"global": 3, "patch": 3}, "generation": 3}
     user_error("index", "remove", out, "--id", 99, match="99")
     assert ok_json("index", "remove", out, "--id", 99, "--missing-ok")["removed"] == 0
     user_error("index", "remove", out, match="give the paths or --id")
-    # a sync rebuild over the same folder restores the removed image under its old id
+    # a sync rebuild over the same folder keeps the changes made by hand (and says so)
     again = ok_json("index", "build", src, out, "--model", tiny_model_dir, "--patches", "-q")
-    assert again["added"] == 1 and again["counts"] == {"global": 4, "patch": 4}
+    assert again["added"] == 0 and again["counts"] == {"global": 3, "patch": 3}
+    assert again["manual"] == {"kept": 0, "left_out": 1}
+    ok_json("index", "add", out, src / images[0].name, "-q")  # adding it by hand brings it back
+    again = ok_json("index", "build", src, out, "--model", tiny_model_dir, "--patches", "-q")
+    assert again["added"] == 0 and again["counts"] == {"global": 4, "patch": 4} and again["manual"]["left_out"] == 0
 
 
 def test_shard_build_and_merge_answer_like_one_build(built, folder, tiny_model_dir, tmp_path):

@@ -55,7 +55,8 @@ def test_demo_with_the_embedded_model(tmp_path):
     again = CliRunner().invoke(cli, ["demo", "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert "RANDOM WEIGHTS" not in again.stdout and "results page" in again.stdout
-    assert json.loads((out / "index" / "build.json").read_text())["last_run"]["added"] == 0
+    # nothing changed, so nothing was published: still the first generation
+    assert json.loads((out / "index" / "generation.json").read_text())["generation"] == 1
 
 
 def test_demo_rebuilds_for_another_model(tmp_path, tiny_model_dir):
