@@ -86,7 +86,7 @@ def evaluate_depth(model: TipsV2, train: DepthDataset, test: DepthDataset, *, co
         if len(feats) == 0:
             raise DatasetError("no NYU training image could be used" + (f" ({train_skipped[0]['reason']})" if train_skipped else ""))
         mean, std = channel_stats(feats)
-        head = _DepthHead(LinearProbe(mean, std, bins), DepthBins(bins, min_depth, max_depth))
+        head = _DepthHead(LinearProbe(mean, std, bins, seed=config.seed), DepthBins(bins, min_depth, max_depth))
         history = train_probe(head, feats, targets, loss_fn, config, device=model.device, progress=progress)
         num_train = len(feats)
 

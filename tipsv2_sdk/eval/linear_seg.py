@@ -62,7 +62,7 @@ def evaluate_linear_segmentation(model: TipsV2, train: SegmentationDataset, val:
             raise DatasetError(f"no training image of {train.key} could be used"
                                + (f" ({train_skipped[0]['reason']})" if train_skipped else ""))
         mean, std = channel_stats(feats)
-        head = LinearProbe(mean, std, train.num_classes)
+        head = LinearProbe(mean, std, train.num_classes, seed=config.seed)
         history = train_probe(head, feats, targets, segmentation_loss, config, device=model.device, progress=progress)
         num_train = len(feats)
 

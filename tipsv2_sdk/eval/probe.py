@@ -10,7 +10,8 @@ resolution before the loss, as in DINOv2's linear segmentation and depth probes.
   of the centres (classification-regression, DINOv2's "linear" normalisation); loss = the scale-invariant
   log error ``sqrt(mean(g^2) - 0.85 mean(g)^2)``, ``g = log(pred) - log(gt)``, over valid pixels (BTS).
 
-Training: AdamW, cosine learning-rate decay to 0, mini-batches of whole images, a fixed seed.
+Training: AdamW, cosine learning-rate decay to 0, mini-batches of whole images; the head's
+initialisation and the batch order come from ``ProbeConfig.seed`` only.
 """
 from __future__ import annotations
 
@@ -61,11 +62,15 @@ def channel_stats(features: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np
 class LinearProbe(nn.Module):
     """Standardise each patch feature with fixed statistics, then one linear layer: (B, h, w, D) → (B, K, h, w)."""
 
-    def __init__(self, mean: np.ndarray, std: np.ndarray, out_dim: int):
+    def __init__(self, mean: np.ndarray, std: np.ndarray, out_dim: int, seed: int = 0):
         super().__init__()
         self.register_buffer("mean", torch.from_numpy(np.asarray(mean, np.float32)))
         self.register_buffer("std", torch.from_numpy(np.asarray(std, np.float32)))
-        self.linear = nn.Linear(len(mean), out_dim)
+        # Initialised from ``seed`` alone (the global RNG is restored), so a probe does not depend
+        # on whatever ran before it in the process.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.linear = nn.Linear(len(mean), out_dim)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         x = (feats.float() - self.mean) / self.std
@@ -117,7 +122,6 @@ def train_probe(head: nn.Module, features: np.ndarray, targets: np.ndarray, loss
     n = len(features)
     if n == 0:
         raise ValueError("no training images to fit the probe on")
-    torch.manual_seed(config.seed)
     head.to(device).train()
     optim = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(n / config.batch_size)
