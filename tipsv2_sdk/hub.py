@@ -149,7 +149,7 @@ def resolve(repo_id: str, revision: str | None = None, *, convert_hint: str | No
 
 def _download(repo_id: str, revision: str | None, cache: Path, check: ConfigCheck, alternative: str) -> Path:
     from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, LocalEntryNotFoundError,
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, RemoteEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
     at = f" at revision {revision!r}" if revision else ""
@@ -166,11 +166,11 @@ def _download(repo_id: str, revision: str | None, cache: Path, check: ConfigChec
                                 "or a registered name)") from None
     except RevisionNotFoundError:
         raise UnknownModelError(f"{repo_id} has no revision {revision!r} on the hub") from None
-    except (LocalEntryNotFoundError, EntryNotFoundError, OSError) as exc:
+    except RemoteEntryNotFoundError:
+        raise UnknownModelError(f"{repo_id}{at} has no config.json: it is not a transformers model") from None
+    except (EntryNotFoundError, OSError) as exc:
         # No network (or the hub is down) and nothing cached: the same one line as offline.
         why = f"the hub could not be reached ({_first_line(exc)})"
-        if isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
-            why = f"the repo{at} has no config.json"
         raise ModelUnavailableError(_unavailable(repo_id, revision, cache, why, alternative)) from None
     missing = missing_files(path)
     if missing:

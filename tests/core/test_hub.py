@@ -314,3 +314,18 @@ def test_resolve_takes_a_config_check_and_an_alternative(hub_env, tmp_path):
     assert hub.resolve("google/tipsv2-b14-dpt", check=dpt_only) == snapshot
     with pytest.raises(ModelUnavailableError, match=r"download it once with network access, or use X\.$"):
         hub.resolve("google/tipsv2-l14-dpt", check=dpt_only, alternative="use X.")
+
+
+def test_online_repo_without_config(online, monkeypatch):
+    import httpx2
+    import huggingface_hub
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    def no_config(repo_id, filename, *args, **kwargs):
+        response = httpx2.Response(404, request=httpx2.Request("GET", f"https://huggingface.co/{repo_id}/{filename}"))
+        raise RemoteEntryNotFoundError("404 Client Error: Entry Not Found", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_config)
+    with pytest.raises(UnknownModelError, match="someone/weights-only has no config.json") as info:
+        tips.load("someone/weights-only")
+    assert not isinstance(info.value, ModelUnavailableError)
