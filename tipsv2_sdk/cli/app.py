@@ -16,6 +16,7 @@ COMMANDS = {
     "search": "tipsv2_sdk.index.cli:search",
     "demo": "tipsv2_sdk.index.cli:demo",
     "pretrain": "tipsv2_sdk.pretrain.cli:pretrain",
+    "eval": "tipsv2_sdk.cli.eval:eval_group",
 }
 
 
