@@ -34,6 +34,11 @@ _EXPORTS = {
     "CheckpointError": "errors",
     "TipsV2Error": "errors",
     "convert_official": "convert",
+    "convert_official_dpt": "convert",
+    "load_dense": "dense",
+    "dense_names": "dense",
+    "DenseModel": "dense_model",
+    "DensePrediction": "dense",
 }
 
 

@@ -11,6 +11,8 @@ COMMANDS = {
     "convert": "tipsv2_sdk.cli.core:convert",
     "segment": "tipsv2_sdk.cli.visual:segment",
     "pca": "tipsv2_sdk.cli.visual:pca",
+    "depth": "tipsv2_sdk.cli.dense:depth",
+    "normals": "tipsv2_sdk.cli.dense:normals",
     "embed": "tipsv2_sdk.index.cli:embed",
     "index": "tipsv2_sdk.index.cli:index_group",
     "search": "tipsv2_sdk.index.cli:search",

@@ -84,12 +84,15 @@ def info(model_name: str | None, list_all: bool, as_json: bool, device: str) -> 
 @click.option("--text", "text_npz", type=click.Path(dir_okay=False, path_type=Path), help="Official text .npz.")
 @click.option("--tokenizer", "tokenizer_model", type=click.Path(dir_okay=False, path_type=Path),
               help="SentencePiece tokenizer.model.")
+@click.option("--dpt", "dpt_decoders", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Official DPT decoder checkpoint (depth, normals or segmentation; repeatable), with --vision: "
+                   "writes a Tipsv2Dpt directory for tips.load_dense (docs/dense.md).")
 @click.option("--variant", required=True,
               help="Registry name of the architecture, e.g. tipsv2-b14 (TIPSv2) or tips-b14 (TIPS v1).")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 @user_errors
 def convert(out_dir: Path, vision_npz: Path | None, text_npz: Path | None, tokenizer_model: Path | None,
-            variant: str, as_json: bool) -> None:
+            dpt_decoders: tuple[Path, ...], variant: str, as_json: bool) -> None:
     """Convert official TIPS/TIPSv2 .npz checkpoints into an HF-format directory.
 
     Every key and shape is checked against the variant before anything is written. Either
@@ -100,6 +103,10 @@ def convert(out_dir: Path, vision_npz: Path | None, text_npz: Path | None, token
 
     from ..convert import convert_official
 
+    if dpt_decoders:
+        from .dense import convert_dpt
+
+        return convert_dpt(out_dir, vision_npz, text_npz, tokenizer_model, dpt_decoders, variant, as_json)
     if vision_npz is None and text_npz is None:
         raise UserError("give at least one of --vision and --text")
     for label, path in (("--vision", vision_npz), ("--text", text_npz), ("--tokenizer", tokenizer_model)):

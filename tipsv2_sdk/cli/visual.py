@@ -42,11 +42,18 @@ def _model_line(model) -> str:
 
 
 @click.command()
-@click.argument("image", type=click.Path(path_type=Path))
-@click.option("--labels", "-l", "labels_text", required=True, help='Comma-separated class names, e.g. "sky,tree,road".')
-@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="PNG file for the overlay with its legend.")
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--labels", "-l", "labels_text", default=None,
+              help='Comma-separated class names, e.g. "sky,tree,road" (required; with --dpt optional: names for '
+                   'the head\'s classes).')
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="PNG file for the overlay with its legend (with --dpt and several images: a directory).")
 @model_option
+@click.option("--dpt", is_flag=True, help="Use the trained segmentation head of a DPT model (-m) instead of zero-shot "
+                                          "labels; any number of images (docs/dense.md).")
+@click.option("--npy", is_flag=True, help="With --dpt: also write each label map (H, W) int32 as .npy.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+              help="With --dpt: images per forward pass.")
 @click.option("--mode", type=click.Choice(["sliding", "whole"]), default="sliding", show_default=True,
               help="sliding: the TIPS protocol (short side to the model size, 3/4-overlapping windows); "
                    "whole: one square pass.")
@@ -60,10 +67,27 @@ def _model_line(model) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 @device_option
 @user_errors
-def segment(image: Path, labels_text: str, output: Path, model_name: str, mode: str, features: str,
-            image_size: int | None, templates: str, background_threshold: float | None, alpha: float,
-            as_json: bool, device: str) -> None:
-    """Zero-shot segmentation of IMAGE into the given labels; writes a colour overlay PNG."""
+def segment(images: tuple[Path, ...], labels_text: str | None, output: Path, model_name: str, dpt: bool, npy: bool,
+            batch_size: int, mode: str, features: str, image_size: int | None, templates: str,
+            background_threshold: float | None, alpha: float, as_json: bool, device: str) -> None:
+    """Zero-shot segmentation of IMAGE into the given labels; writes a colour overlay PNG.
+
+    With --dpt: the trained segmentation head of a DPT model on each IMAGE.
+    """
+    if dpt:
+        from .dense import segment_dpt
+
+        return segment_dpt(click.get_current_context(), images, labels_text, output, model_name, npy, batch_size,
+                           image_size, alpha, as_json, device)
+    if len(images) != 1:
+        raise UserError(f"zero-shot segmentation takes one IMAGE, not {len(images)} (several work with --dpt)")
+    if labels_text is None:
+        raise UserError('--labels is required: comma-separated class names, e.g. --labels "sky,tree,road"')
+    if npy:
+        raise UserError("--npy applies to --dpt")
+    if output.is_dir():
+        raise UserError(f"-o {output} is a directory; give the PNG file to write")
+    image = images[0]
     from ..segmentation import zero_shot_segment
     from ..templates import TEMPLATE_SETS
     from ..viz import load_rgb, save_segmentation
