@@ -71,12 +71,12 @@ def _data_uri(img: Image.Image) -> str:
 def _open_thumbnail(path: str | None, size: int) -> tuple[Image.Image, tuple[int, int]] | None:
     """The image scaled to fit ``size``×``size`` and its original size, or None if it cannot be read."""
     from ..errors import ImageLoadError
-    from ..images import open_image
+    from .sources import open_record
 
     if not path:
         return None
     try:
-        img = open_image(path)
+        img = open_record(path)  # a file, or a tar / parquet sample
     except ImageLoadError:
         return None
     original = img.size
@@ -128,9 +128,11 @@ def _hit_card(hit: dict[str, Any]) -> str:
     region = hit.get("region")
     where = f" · patch ({region['row']}, {region['col']})" if region else ""
     path = hit.get("path") or ""
+    text = (hit.get("meta") or {}).get("caption")  # tar / parquet samples carry their caption
+    caption = f'<div class="path" title="{html.escape(text)}">{html.escape(text)}</div>' if text else ""
     return (f'<div class="card">{picture}<div><span class="score">#{hit.get("rank")} '
             f'{float(hit.get("score", 0.0)):.4f}</span> · id {hit.get("id")}{where}</div>'
-            f'<div class="path" title="{html.escape(path)}">{html.escape(os.path.basename(path))}</div></div>')
+            f'<div class="path" title="{html.escape(path)}">{html.escape(os.path.basename(path))}</div>{caption}</div>')
 
 
 def render_html(report: dict[str, Any], title: str = "TIPSv2 search results") -> str:

@@ -22,6 +22,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 
 from .base import BaseIndex
 from .errors import DuplicateIdError, IndexMismatchError
@@ -57,26 +59,44 @@ def _check_compatible(shards: Sequence[Path], manifests: Sequence[IndexManifest]
                     )
 
 
+def _first_repeat(keys: np.ndarray, owners: np.ndarray) -> tuple[int, int] | None:
+    """Positions (into ``keys``) of the first key held by two different shards, or None."""
+    order = np.argsort(keys, kind="stable")
+    same = np.flatnonzero((keys[order][1:] == keys[order][:-1]) & (owners[order][1:] != owners[order][:-1]))
+    return (int(order[same[0]]), int(order[same[0] + 1])) if len(same) else None
+
+
 def _check_disjoint(shards: Sequence[Path], opened: Sequence[BaseIndex]) -> None:
-    owner_of_id: dict[int, int] = {}
-    owner_of_path: dict[str, int] = {}
-    for k, index in enumerate(opened):
-        for row in index.store.live_rows().tolist():
-            rec = index.store.record(row)
-            other = owner_of_id.setdefault(rec["id"], k)
-            if other != k:
-                raise DuplicateIdError(f"id {rec['id']} is in both shard {shards[other]} and shard {shards[k]}")
-            if rec["path"] is not None:
-                other = owner_of_path.setdefault(rec["path"], k)
-                if other != k:
-                    raise DuplicateIdError(f"path {rec['path']!r} is in both shard {shards[other]} and shard {shards[k]}")
+    """No id and no path in two shards. Sorted arrays (8 bytes a row for ids, 8 for path hashes), not
+    per-row dictionaries, so checking 10^7 rows stays within a few hundred MB."""
+    import hashlib
+
+    rows = [index.store.live_rows() for index in opened]
+    owners = np.concatenate([np.full(len(r), k, np.int32) for k, r in enumerate(rows)] or [np.zeros(0, np.int32)])
+    ids = np.concatenate([index.store.ids() for index in opened] or [np.zeros(0, np.int64)])
+    repeat = _first_repeat(ids, owners)
+    if repeat is not None:
+        a, b = repeat
+        raise DuplicateIdError(f"id {ids[a]} is in both shard {shards[owners[a]]} and shard {shards[owners[b]]}")
+    paths = [index.store.record(int(r))["path"] for index, rr in zip(opened, rows) for r in rr]
+    hashes = np.fromiter((int.from_bytes(hashlib.blake2b(p.encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+                                         "little", signed=True) if p is not None else i
+                          for i, p in enumerate(paths)), np.int64, len(paths))
+    named = np.array([p is not None for p in paths], bool)
+    repeat = _first_repeat(np.where(named, hashes, -1 - np.arange(len(paths))), owners)
+    while repeat is not None:  # equal hashes: compare the paths themselves (a 64-bit collision is no duplicate)
+        a, b = repeat
+        if paths[a] == paths[b]:
+            raise DuplicateIdError(f"path {paths[a]!r} is in both shard {shards[owners[a]]} and shard {shards[owners[b]]}")
+        hashes[b] = hashes[b] ^ 0x5BD1E995  # move the colliding one aside and look again
+        repeat = _first_repeat(np.where(named, hashes, -1 - np.arange(len(paths))), owners)
 
 
-def _can_merge_lists(manifests: Sequence[IndexManifest], opened: Sequence[BaseIndex]) -> bool:
+def _can_merge_lists(manifests: Sequence[IndexManifest], ivf: Sequence[bool]) -> bool:
     trained = {m.files.get("trained") for m in manifests}
     if len(trained) != 1 or None in trained or any(m.factory_auto for m in manifests):
         return False
-    return all(ix._index is not None and not ix._stale and ivf_of(ix._index) is not None for ix in opened)
+    return all(ivf)
 
 
 def merge_indexes(
@@ -110,9 +130,17 @@ def merge_indexes(
         raise ValueError(f"the output {out} is also one of the shards")
     manifests = [read_manifest(s) for s in shards]
     _check_compatible(shards, manifests)
-    opened = [open_index(s) for s in shards]
+    opened, ivf = [], []
+    for shard in shards:
+        index = open_index(shard)
+        ivf.append(index._index is not None and not index._stale and ivf_of(index._index) is not None)
+        if on_disk and strategy != "rebuild" and ivf[-1]:
+            # An on-disk merge maps each shard's lists while merging (``_merge_lists``): holding every
+            # shard's FAISS index in RAM at once would make its memory grow with the total size.
+            index._index = None
+        opened.append(index)
     _check_disjoint(shards, opened)
-    lists = _can_merge_lists(manifests, opened)
+    lists = _can_merge_lists(manifests, ivf)
     if strategy == "invlists" and not lists:
         raise IndexMismatchError("inverted lists can only be merged for IVF shards built from one template (create(..., template=...))")
     use_lists = lists and strategy != "rebuild"

@@ -46,9 +46,22 @@ def parse_box(value: str) -> tuple[float, float, float, float]:
     return box  # type: ignore[return-value]
 
 
-def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(width, height) as the model sees the file (EXIF rotation applied), or None if unreadable."""
+def image_size(path: str | os.PathLike, sources=None) -> tuple[int, int] | None:
+    """(width, height) as the model sees the file (EXIF rotation applied), or None if unreadable.
+
+    ``path`` may be a tar / parquet record (``shard.tar#key``); ``sources`` says how tables are read.
+    """
     from PIL import Image
+
+    from .sources import open_record, split_record
+
+    if split_record(os.fspath(path)) is not None:
+        from ..errors import ImageLoadError
+
+        try:
+            return open_record(os.fspath(path), sources).size
+        except ImageLoadError:
+            return None
 
     try:
         with Image.open(path) as img:
@@ -81,6 +94,9 @@ class Searcher:
         self.patch = snap.patch_index
         self.image_size = int(self.collection.build.get("image_size") or model.image_size)
         self.nprobe = nprobe  # IVF lists to visit; None = the index's own setting
+        from .sources import SourceOptions
+
+        self.sources = SourceOptions.from_dict(self.collection.build.get("source_options"))  # how tables were read
 
     # ---------------------------------------------------------------- helpers
     def _need_patch(self, what: str):
@@ -103,13 +119,13 @@ class Searcher:
         keep = [(int(i), float(s)) for i, s in zip(ids, scores) if i >= 0 and np.isfinite(s)]
         index = self.glob if self.glob is not None else self.patch
         records = index.records([i for i, _ in keep]) if keep else []
-        return [{"rank": n + 1, "id": i, "path": (r or {}).get("path"), "score": round(s, 6)}
+        return [{"rank": n + 1, "id": i, "path": (r or {}).get("path"), "score": round(s, 6), **_meta(r)}
                 for n, ((i, s), r) in enumerate(zip(keep, records))]
 
     def _region(self, hit: dict[str, Any], row: int, col: int) -> dict[str, Any]:
         from .html import patch_box
 
-        size = image_size(hit["path"]) if hit.get("path") else None
+        size = image_size(hit["path"], self.sources) if hit.get("path") else None
         box = [round(v, 2) for v in patch_box(size, tuple(self.patch.grid), row, col)] if size else None
         return {"row": int(row), "col": int(col), "box": box}
 
@@ -177,8 +193,9 @@ class Searcher:
 
     def _region_hits(self, regions) -> list[dict[str, Any]]:
         hits = []
-        for n, r in enumerate(regions):
-            hit = {"rank": n + 1, "id": int(r.image_id), "path": r.path, "score": round(float(r.score), 6)}
+        records = self.patch.records([int(r.image_id) for r in regions]) if regions else []
+        for n, (r, rec) in enumerate(zip(regions, records)):
+            hit = {"rank": n + 1, "id": int(r.image_id), "path": r.path, "score": round(float(r.score), 6), **_meta(rec)}
             hit["region"] = self._region(hit, r.row, r.col)
             hits.append(hit)
         return hits
@@ -194,6 +211,12 @@ class Searcher:
             "k": k,
             "queries": entries,
         }
+
+
+def _meta(record: dict[str, Any] | None) -> dict[str, Any]:
+    """``{"meta": {...}}`` for a record with metadata (captions / JSON of tar and parquet samples), else ``{}``."""
+    meta = (record or {}).get("meta")
+    return {"meta": meta} if meta else {}
 
 
 def resolve_model_ref(collection: Collection, explicit: str | None) -> str:

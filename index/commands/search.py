@@ -78,7 +78,9 @@ def print_results(report: dict) -> None:
         for hit in entry["results"]:
             region = hit.get("region")
             where = f"  patch ({region['row']},{region['col']})" if region else ""
-            click.echo(f"  {hit['rank']:>3}  {hit['score']:+.4f}  id {hit['id']:<6}{where}  {hit['path']}")
+            caption = (hit.get("meta") or {}).get("caption")  # tar / parquet samples carry their caption
+            quoted = f'  "{caption}"' if caption else ""
+            click.echo(f"  {hit['rank']:>3}  {hit['score']:+.4f}  id {hit['id']:<6}{where}  {hit['path']}{quoted}")
         if not entry["results"]:
             click.echo("  (no results)")
 
