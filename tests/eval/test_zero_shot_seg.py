@@ -88,16 +88,17 @@ def test_report_on_the_tiny_model_lists_settings_and_skips_bad_files(tiny_model,
     ds = open_segmentation("ade150", root)
     ds.samples[0].image.write_bytes(b"not a jpeg")
     Image.new("L", (10, 10)).save(ds.samples[1].label)  # a label of the wrong size
-    result = evaluate_zero_shot_segmentation(tiny_model, ds, ZeroShotSegSettings(mode="whole"), progress=False)
+    settings = ZeroShotSegSettings(mode="whole", templates="simple")
+    result = evaluate_zero_shot_segmentation(tiny_model, ds, settings, progress=False)
     assert result["num_images"] == 1 and [e["source"] for e in result["skipped"]] == ["ADE_val_00000001",
                                                                                       "ADE_val_00000002"]
     assert "10x10" in result["skipped"][1]["reason"]
     assert len(result["per_class_iou"]) == 150 and 0.0 <= result["miou"] <= 100.0
     s = result["settings"]
-    assert (s["mode"], s["short_side"], s["window"], s["stride"], s["templates"]) == ("whole", 56, 56, 42, "tcl")
+    assert (s["mode"], s["short_side"], s["window"], s["stride"], s["templates"]) == ("whole", 56, 56, 42, "simple")
     assert s["reduce_zero_label"] is True and result["model"]["trained"] is False
     with pytest.raises(DatasetError, match="cannot load image"):  # --limit 1 keeps only the broken image
-        evaluate_zero_shot_segmentation(tiny_model, ds, limit=1, progress=False)
+        evaluate_zero_shot_segmentation(tiny_model, ds, settings, limit=1, progress=False)
 
 
 def test_nothing_readable_or_wrong_names_is_an_error(tiny_model, layouts):

@@ -24,8 +24,10 @@ def _common(func: Callable) -> Callable:
     for option in reversed([
         model_option,
         device_option,
-        click.option("--limit", type=POSITIVE, default=None, help="Evaluate only the first N items (quick runs)."),
-        click.option("--batch-size", type=POSITIVE, default=16, show_default=True, help="Images per forward pass."),
+        click.option("--limit", type=POSITIVE, default=None,
+                     help="Evaluate only N items (quick runs): the first N, spread over the classes for classification."),
+        click.option("--batch-size", type=POSITIVE, default=16, show_default=True,
+                     help="Images (segmentation: windows) per forward pass."),
         click.option("--bf16", "autocast", is_flag=True, help="Run the towers under bf16 autocast (GPU)."),
         click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON on stdout."),
         click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -71,15 +73,6 @@ def _model(model_name: str, device: str, image_size: int | None = None):
     if not model.meta.get("trained", True):
         info(f"warning: {model.name}: {RANDOM_NOTE}")
     return model
-
-
-def _checked(call: Callable[[], dict]) -> dict:
-    """Run an evaluation; a setting the model refuses (an image size that is not a multiple of its
-    patch, say) or an unusable dataset becomes a one-line error."""
-    try:
-        return call()
-    except ValueError as exc:  # DatasetError is one too
-        raise UserError(str(exc)) from None
 
 
 def _finish(result: dict, as_json: bool, output: Path | None, lines: list[str]) -> None:
@@ -160,8 +153,8 @@ def segmentation(dataset_key: str, root: Path, split: str | None, mode: str, sho
     settings = ZeroShotSegSettings(mode=mode, short_side=short_side, window=window, stride=stride,
                                    temperature=temperature, features=features, templates=templates,
                                    background_threshold=background_threshold, batch_size=batch_size, autocast=autocast)
-    result = _checked(lambda: evaluate_zero_shot_segmentation(model, dataset, settings, class_names=names, limit=limit,
-                                                              progress=progress))
+    result = evaluate_zero_shot_segmentation(model, dataset, settings, class_names=names, limit=limit,
+                                             progress=progress)
     s = result["settings"]
     lines = [f"{dataset_key} {dataset.split}: mIoU {_fmt(result['miou'])}  pixel acc {_fmt(result['pixel_accuracy'])}  "
              f"mean acc {_fmt(result['mean_accuracy'])}  ({result['num_images']} images, {len(result['skipped'])} skipped)",
@@ -192,9 +185,8 @@ def classification(root: Path, class_names: Path | None, templates: str, embeddi
     from ..eval.classification import evaluate_classification
 
     model = _model(model_name, device, image_size)
-    result = _checked(lambda: evaluate_classification(model, dataset, templates=templates, embedding=embedding,
-                                                      batch_size=batch_size, image_size=image_size, limit=limit,
-                                                      progress=progress, autocast=autocast))
+    result = evaluate_classification(model, dataset, templates=templates, embedding=embedding, batch_size=batch_size,
+                                     image_size=image_size, limit=limit, progress=progress, autocast=autocast)
     lines = [f"top-1 {_fmt(result['top1'])}  top-5 {_fmt(result['top5'])}  mean per-class {_fmt(result['mean_per_class_accuracy'])}"
              f"  ({result['num_images']} images, {result['num_classes']} classes, {embedding}, {templates} templates)"]
     _finish(result, as_json, output, lines)
@@ -224,9 +216,8 @@ def retrieval(root: Path, annotations: Path | None, split: str, embedding: str, 
     from ..eval.retrieval import evaluate_retrieval
 
     model = _model(model_name, device, image_size)
-    result = _checked(lambda: evaluate_retrieval(model, dataset, embedding=embedding, batch_size=batch_size,
-                                                 image_size=image_size, limit=limit, progress=progress,
-                                                 autocast=autocast))
+    result = evaluate_retrieval(model, dataset, embedding=embedding, batch_size=batch_size, image_size=image_size,
+                                limit=limit, progress=progress, autocast=autocast)
     r = result
     lines = [f"{r['dataset']} {split}: {r['num_images']} images, {r['num_texts']} captions, {embedding}",
              f"  image->text  R@1 {_fmt(r['image_to_text_r1'])}  R@5 {_fmt(r['image_to_text_r5'])}  R@10 {_fmt(r['image_to_text_r10'])}",
@@ -256,9 +247,9 @@ def linear_seg(dataset_key: str, root: Path, train_split: str | None, split: str
 
     model = _model(model_name, device, image_size)
     config = ProbeConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=probe_batch_size, seed=seed)
-    result = _checked(lambda: evaluate_linear_segmentation(
+    result = evaluate_linear_segmentation(
         model, train, val, config=config, image_size=image_size, target_size=target_size, train_limit=train_limit,
-        limit=limit, batch_size=batch_size, cache_dir=cache_dir, progress=progress, autocast=autocast))
+        limit=limit, batch_size=batch_size, cache_dir=cache_dir, progress=progress, autocast=autocast)
     lines = [f"{dataset_key} {val.split} (linear probe, {result['num_train_images']} training images, {epochs} epochs): "
              f"mIoU {_fmt(result['miou'])}  pixel acc {_fmt(result['pixel_accuracy'])}  ({result['num_images']} images)"]
     _finish(result, as_json, output, lines + _per_class_lines(result["per_class_iou"], "IoU per class:"))
@@ -296,10 +287,10 @@ def depth(probe: str, root: Path, train_list: Path | None, test_list: Path | Non
 
     model = _model(model_name, device, image_size)
     config = ProbeConfig(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=probe_batch_size, seed=seed)
-    result = _checked(lambda: evaluate_depth(
+    result = evaluate_depth(
         model, train, test, config=config, image_size=image_size, target_size=target_size, bins=bins,
         min_depth=min_depth, max_depth=max_depth, eigen_crop=eigen_crop, train_limit=train_limit, limit=limit,
-        batch_size=batch_size, cache_dir=cache_dir, progress=progress, autocast=autocast))
+        batch_size=batch_size, cache_dir=cache_dir, progress=progress, autocast=autocast)
     r = result
     lines = [f"nyuv2 test ({probe} probe, {r['num_train_images']} training images, {epochs} epochs, {r['num_images']} test images):",
              f"  RMSE {_fmt(r['rmse'], 4)} m  AbsRel {_fmt(r['abs_rel'], 4)}  delta1 {_fmt(r['delta1'], 4)}  "
