@@ -106,6 +106,7 @@ def check_tipsv2_config(config: dict[str, Any], repo_id: str, revision: str | No
     if model_type != "tipsv2":
         raise UnknownModelError(
             f"{repo_id} is not a TIPSv2 model: its config.json has model_type {model_type!r}, not 'tipsv2'"
+            + dense_hint(model_type, repo_id)
         )
     if "vision_config" not in config:
         at = f" at revision {revision!r}" if revision else ""
@@ -113,6 +114,16 @@ def check_tipsv2_config(config: dict[str, Any], repo_id: str, revision: str | No
             f"{repo_id}{at} holds the remote-code TIPSv2 config (no vision_config), not the transformers-native "
             "format; pass revision= of a native revision, or convert the official checkpoint with `tipsv2 convert`"
         )
+
+
+def dense_hint(model_type: object, name: str) -> str:
+    """For a DPT dense model given to ``tips.load``: where it loads instead (else ``""``)."""
+    from .dense import DENSE_MODEL_TYPE
+
+    if model_type != DENSE_MODEL_TYPE:
+        return ""
+    return (f" (it is a DPT dense-prediction model: load it with tips.load_dense({name!r}), "
+            "or use `tipsv2 depth`, `tipsv2 normals` or `tipsv2 segment --dpt`)")
 
 
 ConfigCheck = Callable[[dict, str, "str | None"], None]
@@ -199,4 +210,4 @@ def _first_line(exc: BaseException) -> str:
 
 
 __all__ = ["ALLOW_PATTERNS", "is_hub_id", "split_revision", "offline_reason", "is_offline", "hub_cache_dir",
-           "missing_files", "cached_snapshot", "check_tipsv2_config", "resolve"]
+           "missing_files", "cached_snapshot", "check_tipsv2_config", "dense_hint", "resolve"]

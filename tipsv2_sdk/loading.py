@@ -4,16 +4,18 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from . import hub
 from .errors import ModelUnavailableError, UnknownModelError
 from .hf_utils import quiet_transformers
-from .model import SDK_CONFIG_FILE, TipsV2
 from .registry import get_spec, list_models
 from .tokenizer import load_tokenizer
+
+if TYPE_CHECKING:  # torch and the model are imported when a model loads, so resolve_source stays light
+    import torch
+
+    from .model import TipsV2
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
@@ -28,6 +30,8 @@ def cache_dir() -> Path:
 
 
 def _parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    import torch
+
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -44,7 +48,10 @@ def load_directory(directory: str | os.PathLike, device: str | torch.device = "c
     The tokenizer is transformers' ``Tipsv2Tokenizer`` when the directory has a ``tokenizer.json``,
     else SentencePiece from ``tokenizer.model``, else none (vision-only).
     """
+    import torch
     from transformers import Tipsv2Model
+
+    from .model import SDK_CONFIG_FILE, TipsV2
 
     directory = Path(directory)
     config_path = directory / "config.json"
@@ -53,9 +60,10 @@ def load_directory(directory: str | os.PathLike, device: str | torch.device = "c
     config = json.loads(config_path.read_text())
     model_type = config.get("model_type")
     if model_type != "tipsv2":
+        hint = hub.dense_hint(model_type, os.fspath(directory))
         raise UnknownModelError(
-            f"{directory} holds a {model_type!r} config, not a transformers-native TIPSv2 model; "
-            "convert official checkpoints with `tipsv2 convert`"
+            f"{directory} holds a {model_type!r} config, not a transformers-native TIPSv2 model"
+            + (hint or "; convert official checkpoints with `tipsv2 convert`")
         )
     if "vision_config" not in config:
         raise UnknownModelError(
@@ -116,6 +124,11 @@ def resolve_source(name_or_path: str | os.PathLike, revision: str | None = None)
     elif hub.is_hub_id(name):
         repo_id = name
     else:
+        from .dense import DENSE_MODEL_TYPE, dense_names
+
+        if name in dense_names():
+            raise UnknownModelError(f"{name!r} names a {DENSE_MODEL_TYPE!r} model, not a TIPSv2 image-text model"
+                                    + hub.dense_hint(DENSE_MODEL_TYPE, name))
         raise UnknownModelError(f"unknown model {name!r}: not a directory, not a hub id (org/name) and not a "
                                 f"registered name (known: {', '.join(list_models())})")
     snapshot = hub.cached_snapshot(repo_id, revision)
