@@ -101,8 +101,6 @@ def convert(out_dir: Path, vision_npz: Path | None, text_npz: Path | None, token
     """
     import json
 
-    from ..convert import convert_official
-
     if dpt_decoders:
         from .dense import convert_dpt
 
@@ -112,6 +110,10 @@ def convert(out_dir: Path, vision_npz: Path | None, text_npz: Path | None, token
     for label, path in (("--vision", vision_npz), ("--text", text_npz), ("--tokenizer", tokenizer_model)):
         if path is not None and not path.is_file():
             raise UserError(f"{label}: no such file: {path}")
+    from ..registry import get_spec
+
+    get_spec(variant)  # an unknown --variant fails here, before torch is imported
+    from ..convert import convert_official
     from ..fingerprint import directory_fingerprint, short_fingerprint
 
     out = convert_official(vision_npz, text_npz, tokenizer_model, out_dir, variant=variant)

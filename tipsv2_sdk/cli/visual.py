@@ -5,7 +5,8 @@ from pathlib import Path
 
 import click
 
-from .common import UserError, device_option, echo_json, info, load_model, model_option, user_errors
+from .common import (UserError, check_model_name, device_option, echo_json, info, load_model, model_option,
+                     user_errors)
 
 RANDOM_NOTE = "RANDOM WEIGHTS: not trained, the picture shows no real semantics"
 
@@ -88,7 +89,6 @@ def segment(images: tuple[Path, ...], labels_text: str | None, output: Path, mod
     if output.is_dir():
         raise UserError(f"-o {output} is a directory; give the PNG file to write")
     image = images[0]
-    from ..segmentation import zero_shot_segment
     from ..templates import TEMPLATE_SETS
     from ..viz import load_rgb, save_segmentation
 
@@ -96,7 +96,10 @@ def segment(images: tuple[Path, ...], labels_text: str | None, output: Path, mod
     labels = parse_labels(labels_text)
     if templates not in TEMPLATE_SETS:
         raise UserError(f"--templates: unknown set {templates!r} (known: {', '.join(sorted(TEMPLATE_SETS))})")
+    check_model_name(model_name)
     rgb = load_rgb(image)  # decoded once, before the model loads, for the model and the overlay
+    from ..segmentation import zero_shot_segment  # torch: only after the arguments are checked
+
     model = load_model(model_name, device=device)
     size = _size(model, image_size)
     if as_json and not model.meta.get("trained", True):

@@ -1,0 +1,54 @@
+"""CLI start-up: every registered command refuses a bad input (exit 2, one line) before torch is imported."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tipsv2_sdk.cli.app import COMMANDS
+
+# Runs the CLI and, at exit, reports whether torch / transformers were ever imported in the process.
+_WRAPPER = (
+    "import sys, atexit\n"
+    "atexit.register(lambda: sys.stderr.write('\\n@@heavy=%s\\n' % sorted(m for m in ('torch', 'transformers', 'faiss')"
+    " if m in sys.modules)))\n"
+    "from tipsv2_sdk.cli.app import main\n"
+    "sys.argv = ['tipsv2'] + sys.argv[1:]\n"
+    "main()\n"
+)
+
+BAD_INPUTS = {
+    "info": ["info", "/nonexistent_model_dir"],
+    "convert": ["convert", "--vision", "/nonexistent.npz", "OUT"],
+    "segment": ["segment", "/nonexistent.png", "--labels", "a,b", "-o", "OUT.png"],
+    "pca": ["pca", "/nonexistent.png", "-o", "OUT.png"],
+    "depth": ["depth", "/nonexistent.png"],
+    "normals": ["normals", "/nonexistent.png"],
+    "embed": ["embed", "/nonexistent", "-o", "OUT.npz"],
+    "index": ["index", "build", "/nonexistent", "OUT"],
+    "search": ["search", "/nonexistent_index", "a cat"],
+    "demo": ["demo", "--images", "/nonexistent"],
+    "pretrain": ["pretrain", "train", "/nonexistent.yaml"],
+    "eval": ["eval", "classification", "/nonexistent"],
+}
+
+
+def test_every_registered_command_has_a_bad_input_case():
+    assert sorted(BAD_INPUTS) == sorted(COMMANDS)
+
+
+# pretrain/cli.py imports torch before it parses its overrides (that module belongs to the training
+# area and is being changed there); strict, so the mark must go once it validates first.
+_KNOWN_LATE = {"pretrain": "pretrain train imports torch before checking its arguments"}
+
+
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=_KNOWN_LATE[c]))
+                                     if c in _KNOWN_LATE else c for c in sorted(COMMANDS)])
+def test_bad_input_exits_2_without_heavy_imports(command, tmp_path):
+    args = [a.replace("OUT", str(tmp_path / "out")) for a in BAD_INPUTS[command]]
+    proc = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "@@heavy=[]" in proc.stderr, proc.stderr
