@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from . import fast
 from .embeddings import ImageEmbeddings, SkippedImage, l2_normalize
 from .errors import ImageLoadError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_pixels
@@ -154,7 +155,10 @@ class TipsV2:
     def _decoded_batches(
         self, images: Sequence[ImageInput], size: int, batch_size: int, on_error: str, max_pixels: int, workers: int
     ) -> Iterator[tuple[np.ndarray, list[int], list[SkippedImage]]]:
-        """Decode images in a thread pool, one batch ahead of the model (PIL releases the GIL)."""
+        """Decode images in a thread pool, one batch ahead of the model (PIL releases the GIL).
+
+        ``workers=0`` decodes in the calling thread when each batch is needed (no overlap).
+        """
 
         def decode(i: int):
             try:
@@ -164,8 +168,18 @@ class TipsV2:
                     raise
                 return i, None, SkippedImage(i, exc.source, exc.reason)
 
+        def batch(chunk):
+            ok = [(i, px) for i, px, err in chunk if err is None]
+            skipped = [err for _, _, err in chunk if err is not None]
+            pixels = np.stack([px for _, px in ok]) if ok else np.zeros((0, 3, size, size), np.float32)
+            return pixels, [i for i, _ in ok], skipped
+
+        if workers < 1:
+            for start in range(0, len(images), batch_size):
+                yield batch([decode(i) for i in range(start, min(start + batch_size, len(images)))])
+            return
         # At most two batches are decoded ahead, so memory stays bounded on huge inputs.
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             futures: deque = deque()
             submitted = 0
             for start in range(0, len(images), batch_size):
@@ -173,11 +187,7 @@ class TipsV2:
                 while submitted < min(len(images), stop + batch_size):
                     futures.append(pool.submit(decode, submitted))
                     submitted += 1
-                chunk = [futures.popleft().result() for _ in range(stop - start)]
-                ok = [(i, px) for i, px, err in chunk if err is None]
-                skipped = [err for _, _, err in chunk if err is not None]
-                pixels = np.stack([px for _, px in ok]) if ok else np.zeros((0, 3, size, size), np.float32)
-                yield pixels, [i for i, _ in ok], skipped
+                yield batch([futures.popleft().result() for _ in range(stop - start)])
 
     @torch.inference_mode()
     def encode_images(
@@ -192,6 +202,9 @@ class TipsV2:
         autocast: bool = False,
         workers: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        precision: str | None = None,
+        compile: bool | None = None,
+        threads: int | None = None,
     ) -> ImageEmbeddings:
         """Encode images into L2-normalised CLS1, CLS2 and patch embeddings (numpy float32).
 
@@ -205,8 +218,12 @@ class TipsV2:
                 it and lists it in ``.skipped``.
             with_patches: return the (N, h, w, D) patch grid; ``False`` gives an (N, 0, 0, D) array.
             autocast: run the towers under bf16 autocast (outputs stay float32).
-            workers: decoding threads.
+            workers: decoding threads working ahead of the model; 0 decodes each batch in this thread.
             max_pixels: images with more pixels are refused (decompression-bomb guard).
+            precision: ``"fp32"`` (exact), ``"bf16"``, ``"int8"`` (CPU) or ``"auto"``; ``None`` = the
+                model's default (``set_encoding``, else fp32). See ``tipsv2_sdk.fast``.
+            compile: run the tower through ``torch.compile`` (cached on disk across processes).
+            threads: torch intra-op threads for the forward passes; ``None`` keeps the caller's setting.
         """
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -215,6 +232,8 @@ class TipsV2:
         if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
             images = [images]
         size = self.check_image_size(image_size)
+        mode, threads = fast.resolve(self, precision, compile, threads)
+        forward = fast.vision_runner(self, mode)
         grid = (size // self.patch_size, size // self.patch_size)
         d = self.embed_dim
         cls1, cls2, patches, indices, skipped = [], [], [], [], []
@@ -222,8 +241,8 @@ class TipsV2:
         for pixels, idx, skip in self._decoded_batches(images, size, batch_size, on_error, max_pixels, workers):
             skipped.extend(skip)
             if idx:
-                with self._autocast(autocast):
-                    tokens = self.vision_tokens(torch.from_numpy(pixels))
+                with self._autocast(autocast), fast.num_threads(threads):
+                    tokens = forward(torch.from_numpy(pixels))
                 cls1.append(_unit(tokens.cls1))
                 cls2.append(_unit(tokens.cls2))
                 patches.append(_unit(tokens.patches) if with_patches else np.zeros((len(idx), 0, 0, d), np.float32))
@@ -240,6 +259,15 @@ class TipsV2:
             sources=[describe(images[i]) for i in indices],
             skipped=skipped,
         )
+
+    def set_encoding(self, precision: str = "fp32", compile: bool = False, threads: int | None = None) -> "TipsV2":
+        """Defaults for the ``precision``/``compile``/``threads`` of later ``encode_*`` calls that leave them unset.
+
+        Code that encodes on your behalf (index builds, searches, zero-shot) then runs the same mode.
+        The mode is validated now; returns ``self``.
+        """
+        fast.set_defaults(self, precision, compile, threads)
+        return self
 
     # ------------------------------------------------------------------ text
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -262,13 +290,15 @@ class TipsV2:
 
     @torch.inference_mode()
     def encode_texts(
-        self, texts: Sequence[str] | str, batch_size: int = 64, progress: bool = False, *, autocast: bool = False
+        self, texts: Sequence[str] | str, batch_size: int = 64, progress: bool = False, *, autocast: bool = False,
+        precision: str | None = None, compile: bool | None = None, threads: int | None = None,
     ) -> np.ndarray:
         """Encode texts into L2-normalised float32 vectors of shape (N, D).
 
         Texts are sorted by token count and each batch is cut to its longest text: padding is
         masked out of attention and pooling, so the result equals padding everything to the
-        maximum length, at a fraction of the cost for short texts.
+        maximum length, at a fraction of the cost for short texts. ``precision``, ``compile`` and
+        ``threads`` as in ``encode_images``.
         """
         if isinstance(texts, str):
             texts = [texts]
@@ -276,6 +306,8 @@ class TipsV2:
         dim = self.config.text_config.hidden_size
         if not texts:
             return np.zeros((0, dim), np.float32)
+        mode, threads = fast.resolve(self, precision, compile, threads)
+        forward = fast.text_runner(self, mode)
         tokens = self.tokenize(texts)
         lengths = tokens["attention_mask"].sum(dim=1)
         order = torch.argsort(lengths, descending=True, stable=True)
@@ -283,11 +315,11 @@ class TipsV2:
         bar = _progress(len(texts), "texts", progress)
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            width = max(int(lengths[rows].max()), 1)
+            width = fast.text_width(int(lengths[rows].max()), mode, tokens["input_ids"].shape[1])
             ids = tokens["input_ids"][rows, :width]
             mask = tokens["attention_mask"][rows, :width]
-            with self._autocast(autocast):
-                out[rows.numpy()] = _unit(self.text_features(ids, mask))
+            with self._autocast(autocast), fast.num_threads(threads):
+                out[rows.numpy()] = _unit(forward(ids, mask))
             bar.update(len(rows))
         bar.close()
         return out
