@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import UserError, device_option, echo_json, load_model, model_option, user_errors
+from ...cli.common import (UserError, apply_encoding, device_option, echo_json, fast_options, load_model, model_option,
+                            user_errors)
 from ..engines.options import engine_options, make_engine_options, make_source_options, source_options
 from .common import (KIND_CHOICES, image_size_option, model_ref, parse_bytes, print_report, rank_device, shard_out,
                      split_kinds, wait_option, warn_untrained)
@@ -41,12 +42,14 @@ from .common import (KIND_CHOICES, image_size_option, model_ref, parse_bytes, pr
 @engine_options
 @source_options
 @wait_option
+@fast_options
 @model_option
 @device_option
 @user_errors
 def build(inputs, out, kind, patches, batch_size, workers, chunk_size, image_size, index_type, patch_index_type,
           memory_budget, dtype, pooling, pq, template, shard, restart, autocast, quiet, as_json, wait, model_name,
-          device, engine, ray_address, ray_actors, image_column, caption_column, key_column, meta_columns):
+          device, engine, ray_address, ray_actors, image_column, caption_column, key_column, meta_columns,
+          precision="fp32", compile_model=False, threads=None):
     """Embed the images in INPUTS (folders, list files, globs, tar shards, parquet tables) and index them into OUT.
 
     Rerunning the same command resumes an interrupted build, or updates a finished one with new and
@@ -68,7 +71,8 @@ def build(inputs, out, kind, patches, batch_size, workers, chunk_size, image_siz
     the_shard = parse_shard(shard)
     out = shard_out(out, the_shard)
     collected = collect_sources(list(inputs), options.sources)  # input mistakes surface before the model loads
-    model = load_model(model_name, device=rank_device(device, shard, os.environ))
+    model = apply_encoding(load_model(model_name, device=rank_device(device, shard, os.environ)), precision,
+                           compile_model, threads)
     report = build_index(model, collected, out, options, shard=the_shard, model_ref=model_ref(model_name), wait=wait)
     if as_json:
         echo_json(report.to_dict())

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import UserError, device_option, echo_json, info, load_model, model_option, user_errors
+from ...cli.common import (UserError, apply_encoding, device_option, echo_json, fast_options, info, load_model,
+                            model_option, user_errors)
 from ..engines.options import engine_options, make_engine_options, make_source_options, source_options
 from .common import image_size_option, model_ref, plural, printable
 
@@ -26,11 +27,13 @@ from .common import image_size_option, model_ref, plural, printable
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @engine_options
 @source_options
+@fast_options
 @model_option
 @device_option
 @user_errors
 def embed(inputs, out, texts, texts_file, kind, dtype, batch_size, workers, image_size, as_json, model_name, device,
-          engine, ray_address, ray_actors, image_column, caption_column, key_column, meta_columns):
+          engine, ray_address, ray_actors, image_column, caption_column, key_column, meta_columns, precision="fp32",
+          compile_model=False, threads=None):
     """Embed images (folders, list files, globs, tar shards, parquet tables) or texts into a .npy file plus an
     ids JSON file. An interrupted image run resumes when rerun with the same arguments."""
     from ...io import save_npy, write_json
@@ -57,7 +60,7 @@ def embed(inputs, out, texts, texts_file, kind, dtype, batch_size, workers, imag
             info(f"not read: {printable(row['path'])}: {row['reason']}")
         if not collected.paths:
             raise UserError(f"found no image files in {', '.join(inputs)}")
-    model = load_model(model_name, device=device)
+    model = apply_encoding(load_model(model_name, device=device), precision, compile_model, threads)
     skipped: list[dict] = []
     if texts:
         vectors = model.encode_texts(list(texts), batch_size=batch_size)

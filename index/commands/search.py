@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import UserError, device_option, echo_json, info, load_model, user_errors
+from ...cli.common import UserError, apply_encoding, device_option, echo_json, fast_options, info, load_model, user_errors
 from .common import warn_untrained
 
 
@@ -24,10 +24,11 @@ from .common import warn_untrained
 @click.option("--heatmaps", is_flag=True, help="Include patch heatmaps in the JSON output.")
 @click.option("--nprobe", type=click.IntRange(1), default=None, help="IVF lists to visit (default: the index's own).")
 @click.option("--model", "-m", "model_name", default=None, help="Default: the model the index was built with.")
+@fast_options
 @device_option
 @user_errors
 def search(index_path, queries, image, box, regions, maxsim, k, as_json, html_path, heatmaps, nprobe, model_name,
-           device):
+           device, precision="fp32", compile_model=False, threads=None):
     """Search INDEX with text QUERIES ("a red car") or an --image (optionally a --box on it)."""
     from ..collection import locate
     from ..search import Query, Searcher, parse_box, resolve_model_ref
@@ -42,7 +43,8 @@ def search(index_path, queries, image, box, regions, maxsim, k, as_json, html_pa
         raise UserError(f"--image: no such file: {image}")
     the_box = parse_box(box) if box is not None else None
     collection = locate(index_path)
-    model = load_model(resolve_model_ref(collection, model_name), device=device)
+    model = apply_encoding(load_model(resolve_model_ref(collection, model_name), device=device), precision,
+                           compile_model, threads)
     searcher = Searcher(collection, model, nprobe=nprobe)
     for warning in searcher.warnings:  # e.g. an interrupted `index add`: those images are not searched
         info(f"warning: {warning}")

@@ -154,3 +154,28 @@ def test_text_width_rounds_only_when_compiled():
     assert fast.text_width(5, fast.Mode("fp32", False), 64) == 5
     assert fast.text_width(5, fast.Mode("int8", True), 64) == 8
     assert fast.text_width(63, fast.Mode("int8", True), 64) == 64
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from tipsv2_sdk.cli.app import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_cli_precision_on_embed_build_and_search(tiny_model_dir, image_files, tmp_path):
+    folder = image_files[0].parent
+    for precision in ("fp32", "int8"):
+        res = _cli("embed", folder, "-o", tmp_path / f"{precision}.npy", "--model", tiny_model_dir,
+                   "--precision", precision, "--threads", 1, "--json")
+        assert res.exit_code == 0, res.output
+    a, b = np.load(tmp_path / "fp32.npy"), np.load(tmp_path / "int8.npy")
+    assert a.shape == b.shape and (a * b).sum(-1).min() >= 0.99 and not np.array_equal(a, b)
+    res = _cli("index", "build", folder, tmp_path / "idx", "--model", tiny_model_dir, "--precision", "int8", "-q")
+    assert res.exit_code == 0, res.output
+    res = _cli("search", tmp_path / "idx", "a red ring", "--precision", "int8", "-k", 2, "--json")
+    assert res.exit_code == 0, res.output
+    bad = _cli("embed", folder, "-o", tmp_path / "x.npy", "--model", tiny_model_dir, "--precision", "fp16")
+    assert bad.exit_code == 2 and "fp16" in bad.output
