@@ -192,7 +192,8 @@ def image_contenders(args, ours, naive, processor) -> tuple[list[Contender], dic
     agreement = {"reference_max_abs": float(max(np.abs(unit(c1) - exact.cls1).max(), np.abs(unit(c2) - exact.cls2).max(),
                                                 np.abs(unit(pt) - exact.patches.reshape(n, -1, exact.patches.shape[-1])).max())),
                  "naive_max_abs": float(np.abs(run_naive() - exact.cls1).max())}
-    assert agreement["reference_max_abs"] < 1e-3 and agreement["naive_max_abs"] < 1e-3, agreement
+    # naive transformers gets the probes as 8-bit PIL images (its processor's input), hence the looser bound.
+    assert agreement["reference_max_abs"] < 1e-3 and agreement["naive_max_abs"] < 1e-2, agreement
 
     rows = [Contender("official reference forward", "fp32", run_reference, n, note="naive attention, fused qkv"),
             Contender("naive transformers", "fp32", run_naive, n, note="CLS1 only"),
