@@ -136,6 +136,8 @@ class BaseIndex:
             check_faiss_index(index, self.path, files["index"], dim=self.manifest.dim, ivfdata=files.get("ivfdata"))
             self._index = index
             self._stale = False
+        if len(self.store) != self.manifest.count:  # e.g. tombstones lost: removed images would come back
+            raise IndexFormatError(f"index {self.path}: {len(self.store)} live rows, the manifest says {self.manifest.count}")
         if self._index is not None and self._index.ntotal != self.manifest.num_vectors:
             raise IndexFormatError(f"index {self.path}: FAISS holds {self._index.ntotal} vectors, manifest says {self.manifest.num_vectors}")
 

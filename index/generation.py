@@ -75,7 +75,7 @@ def _parse(data: Any, file: Path) -> Generation:
     def bad(why: str) -> IndexFormatError:
         return IndexFormatError(f"{file}: {why}")
 
-    if not isinstance(data, dict) or data.get("format") != GENERATION_FORMAT:
+    if not isinstance(data, dict) or type(data.get("format")) is not int or data["format"] != GENERATION_FORMAT:
         raise bad(f"not a generation record of format {GENERATION_FORMAT}")
     number = data.get("generation")
     if not isinstance(number, int) or isinstance(number, bool) or number < 1:

@@ -73,9 +73,8 @@ def _walk(folder: str, problems: list[dict[str, str]], seen: set[tuple[int, int]
             except OSError as exc:
                 problems.append({"path": full, "reason": f"unreadable folder: {exc.strerror or exc}"})
                 continue
-            if key in seen:
-                if os.path.islink(full):
-                    problems.append({"path": full, "reason": "symlink to a folder already walked (not followed again)"})
+            if key in seen:  # reached again through a symlink (a loop, or a second way in)
+                problems.append({"path": full, "reason": "folder already walked (symlink not followed again)"})
                 continue
             seen.add(key)
             keep.append(name)

@@ -112,13 +112,19 @@ def pending_work(path: str | os.PathLike) -> dict[str, Any] | None:
     }
 
 
-def describe_pending(pending: dict[str, Any], path: str | os.PathLike) -> str:
-    """One line about an unfinished plan, saying what to do about it."""
+def describe_pending(pending: dict[str, Any], path: str | os.PathLike, *, refused: bool = False) -> str:
+    """One line about an unfinished plan, saying what to do about it.
+
+    ``refused``: the line a command with other inputs gets (the plan must be finished first).
+    """
     from .lock import describe_holder
 
     what = (f"`tipsv2 {pending['command']}` of {pending['add']} image{'s' if pending['add'] != 1 else ''}"
             + (f" from {', '.join(pending['sources'])}" if pending["sources"] else "")
             + f" ({pending['done']} of {pending['chunks']} chunk{'s' if pending['chunks'] != 1 else ''} embedded)")
+    if refused:
+        return (f"{path} holds an interrupted {what}; rerun that command to finish it first, "
+                "or pass --restart to discard it")
     if pending["running"]:
         return f"{path}: {what} is in progress in {describe_holder(pending['holder'])}"
     return (f"{path}: an interrupted {what} is not part of the index; rerun that command to finish it, "

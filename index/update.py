@@ -74,9 +74,8 @@ def check_resume(out: Path, journal: dict[str, Any], request: dict[str, Any]) ->
         return  # journal of an older version: no record of its inputs
     if (old.get("mode"), old.get("fingerprint")) != (request["mode"], request["fingerprint"]):
         pending = pending_work(out)
-        what = describe_pending(pending, out) if pending else f"{out}: an interrupted build"
-        raise BuildError(what.replace(" is not part of the index; rerun that command to finish it,",
-                                      " is not finished; rerun that command to finish it first,"))
+        raise BuildError(describe_pending(pending, out, refused=True) if pending else
+                         f"{out} holds an interrupted build; rerun it to finish it first, or pass --restart")
 
 
 def model_record(record: dict[str, Any], settings_model: dict[str, Any], notes: list[str], out: Path) -> dict[str, Any]:
