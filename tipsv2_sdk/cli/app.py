@@ -19,6 +19,7 @@ COMMANDS = {
     "demo": "tipsv2_sdk.index.cli:demo",
     "pretrain": "tipsv2_sdk.pretrain.cli:pretrain",
     "eval": "tipsv2_sdk.cli.eval:eval_group",
+    "serve": "tipsv2_sdk.index.server.command:serve",
 }
 
 
