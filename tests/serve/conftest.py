@@ -74,3 +74,33 @@ def running(serve_index, tiny_model_dir):
     run = Running(create_app(Server([serve_index], model)))
     yield run
     run.stop()
+
+
+@pytest.fixture(scope="session")
+def serve_model(tiny_model_dir):
+    from tipsv2_sdk.loading import load
+
+    return load(str(tiny_model_dir))
+
+
+@pytest.fixture
+def start_server(serve_model):
+    """``start_server(paths, **settings)`` → a running server over ``paths``; all stopped afterwards."""
+    from tipsv2_sdk.index.server.app import Server, create_app
+
+    started = []
+
+    def start(paths, **settings):
+        run = Running(create_app(Server(list(paths), serve_model, **settings)))
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.stop()
+
+
+@pytest.fixture(scope="session")
+def build_index(tiny_model_dir):
+    """``build_index(folder, out)``: ``tipsv2 index build`` with the tiny model (global + patches)."""
+    return lambda folder, out: build(folder, out, tiny_model_dir)
