@@ -41,6 +41,11 @@ def build_dataset(cfg: TrainConfig):
 
         return ShapesDataset("train", size=data.shapes_size, seed=data.shapes_seed, length=data.shapes_length,
                              max_objects=data.shapes_max_objects)
+    if data.source == "scenes":
+        from .data.scenes import SceneDataset
+
+        return SceneDataset("train", size=data.shapes_size, seed=data.shapes_seed, length=data.shapes_length,
+                            max_objects=data.shapes_max_objects)
     if data.captions is None:
         raise ConfigError("data.source='folder' needs data.captions (a JSONL file)")
     from .data.folder import ImageCaptionFolder
@@ -55,6 +60,10 @@ def caption_corpus(cfg: TrainConfig, dataset) -> list[str]:
         from .data.shapes import caption_corpus as shapes_corpus
 
         return shapes_corpus(n=limit, seed=cfg.data.shapes_seed, size=56)
+    if cfg.data.source == "scenes":
+        from .data.scenes import scene_corpus
+
+        return scene_corpus(n=limit, seed=cfg.data.shapes_seed, size=56)
     return dataset.caption_corpus(limit)
 
 
@@ -72,7 +81,11 @@ def build_tokenizer(cfg: TrainConfig, spec: ModelSpec, dataset, out_dir: Path, i
 
 
 def build_network(cfg: TrainConfig, spec: ModelSpec):
-    """A fresh ``Tipsv2Model`` (seeded by ``cfg.seed``) or the weights of ``model.init_from``."""
+    """A fresh ``Tipsv2Model`` (seeded by ``cfg.seed``) or the weights of ``model.init_from``.
+
+    A fresh model starts at ``model.temperature_init`` (0.07 unless told otherwise); ``init_from``
+    keeps the loaded model's temperature.
+    """
     from transformers import Tipsv2Model
 
     from ..hf_utils import quiet_transformers
@@ -83,10 +96,21 @@ def build_network(cfg: TrainConfig, spec: ModelSpec):
         return load_directory(cfg.model.init_from).hf_model.train()
     config = make_config(spec)
     if cfg.model.temperature_init is not None:
+        if not cfg.model.temperature_init > 0:
+            raise ConfigError(f"model.temperature_init must be positive, got {cfg.model.temperature_init}")
         config.temperature_init_value = cfg.model.temperature_init
     torch.manual_seed(cfg.seed)
     with quiet_transformers():
-        return Tipsv2Model(config).train()
+        network = Tipsv2Model(config).train()
+    if cfg.model.scaled_token_init:
+        # The text tower multiplies token embeddings by sqrt(width) and adds sinusoidal positions of unit
+        # amplitude (the Transformer convention, which assumes N(0, 1/width) embeddings). transformers'
+        # generic N(0, 0.02) init leaves tokens 1/(0.02 sqrt(width)) times weaker than positions, so a fresh
+        # tower first encodes mostly caption length; this init makes both of unit variance.
+        embedding = network.text_model.embeddings.token_embedding.weight
+        with torch.no_grad():
+            embedding.normal_(0.0, embedding.shape[1] ** -0.5)
+    return network
 
 
 def stage_plan(cfg: TrainConfig) -> StagePlan:

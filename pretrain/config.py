@@ -46,20 +46,26 @@ class ModelConfig:
     init_from: str | None = _f(None, "HF-format model directory to start from instead of random weights")
     tokenizer: str | None = _f(None, "SentencePiece tokenizer.model; null = train one on the dataset captions")
     tokenizer_corpus: int = _f(5000, "examples whose captions train the tokenizer when none is given")
-    temperature_init: float | None = _f(None, "initial contrastive temperature; null = the config's default")
+    # CLIP's from-scratch value. The architecture default (0.00507, a logit scale of ~197) is the released
+    # checkpoints' *learned* end point; a random model started there collapses to ln(batch).
+    scaled_token_init: bool = _f(True, "fresh text tower: token embeddings N(0, 1/width), unit variance after the "
+                                 "tower's sqrt(width) scaling (false = transformers' N(0, 0.02))")
+    temperature_init: float | None = _f(0.07, "initial contrastive temperature of a model trained from scratch; "
+                                        "null = the architecture default (0.00507); init_from keeps its own")
 
 
 @dataclass
 class DataConfig:
     """Where examples come from and how they are cropped and batched."""
 
-    source: Literal["shapes", "folder"] = _f("shapes", "'shapes' (synthetic scenes) or 'folder' (images + JSONL)")
+    source: Literal["shapes", "scenes", "folder"] = _f("shapes", "'shapes' (synthetic scenes), 'scenes' (richer synthetic "
+                                                      "scenes with grounded captions) or 'folder' (images + JSONL)")
     captions: str | None = _f(None, "folder source: JSONL file, one {image, alt_text, captions} object per line")
     root: str | None = _f(None, "folder source: directory that relative image paths start from (default: the JSONL's)")
-    shapes_size: int = _f(112, "shapes source: rendered image side in pixels")
-    shapes_length: int | None = _f(None, "shapes source: number of distinct scenes; null = infinite stream")
-    shapes_max_objects: int = _f(3, "shapes source: at most this many objects per scene")
-    shapes_seed: int = _f(0, "shapes source: scene seed (the evaluation uses other splits)")
+    shapes_size: int = _f(112, "shapes/scenes source: rendered image side in pixels")
+    shapes_length: int | None = _f(None, "shapes/scenes source: number of distinct scenes; null = infinite stream")
+    shapes_max_objects: int = _f(3, "shapes/scenes source: at most this many objects per scene")
+    shapes_seed: int = _f(0, "shapes/scenes source: scene seed (the evaluation uses other splits)")
     batch_size: int = _f(64, "global batch per optimizer step, split over ranks and accumulation steps")
     num_workers: int = _f(1, "data-loading processes per rank (0 = load in the training process)")
     prefetch: int = _f(2, "micro-batches each worker prepares ahead")

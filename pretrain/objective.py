@@ -180,6 +180,12 @@ def mean_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * torch.log(probs.clamp(min=1e-12))).sum(-1).mean()
 
 
+def marginal_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of the teacher distributions averaged over samples/tokens: near 0 = every target on the
+    same prototype (the other collapse), ln K = targets spread over all prototypes."""
+    return mean_entropy(probs.reshape(-1, probs.shape[-1]).mean(0))
+
+
 def pack_terms(values: dict[str, torch.Tensor | float]) -> dict[str, float]:
     """Tensors -> python floats with a single device sync."""
     keys = [k for k, v in values.items() if isinstance(v, torch.Tensor)]
@@ -295,7 +301,8 @@ class TipsV2Objective(nn.Module):
                 s_logits = self.heads.cls_head()(masked[:, 0]).unsqueeze(1)
             dino = self.dino_loss(s_logits, probs)
             total = total + cfg.dino_weight * dino
-            values.update(dino=dino, dino_teacher_entropy=mean_entropy(probs))
+            values.update(dino=dino, dino_teacher_entropy=mean_entropy(probs),
+                          dino_teacher_marginal_entropy=marginal_entropy(probs))
             if self.training:
                 self.dino_loss.update_center(t_logits)
         if cfg.use_ibot:
@@ -305,7 +312,8 @@ class TipsV2Objective(nn.Module):
             s_patch = self.heads.patch_head()(masked[:, self.prefix:])
             ibot = self.ibot_loss(s_patch, probs, mask)
             total = total + cfg.ibot_weight * ibot
-            values.update(ibot=ibot, ibot_teacher_entropy=mean_entropy(probs))
+            values.update(ibot=ibot, ibot_teacher_entropy=mean_entropy(probs),
+                          ibot_teacher_marginal_entropy=marginal_entropy(probs))
             if self.training:
                 self.ibot_loss.update_center(t_patch, mask)
         if self.koleo_loss is not None:

@@ -19,13 +19,15 @@ def invoke(*args: str):
 
 
 def test_train_is_the_default_command_and_resumes(tmp_path):
-    result = invoke("--config", TINY, f"output_dir={tmp_path}", "schedule.steps=2", "checkpoint.every_steps=1")
+    result = invoke("--config", TINY, f"output_dir={tmp_path}", "schedule.steps=2", "data.batch_size=8",
+                    "checkpoint.every_steps=1")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["steps"] == 2 and Path(summary["export_dir"]).is_dir()
     assert tipsv2_sdk.load(summary["export_dir"]).meta["trained"] is True
     # A longer schedule continues from the step-2 checkpoint instead of starting over.
-    again = invoke("train", "--config", TINY, f"output_dir={tmp_path}", "schedule.steps=3", "--resume")
+    again = invoke("train", "--config", TINY, f"output_dir={tmp_path}", "schedule.steps=3", "data.batch_size=8",
+                   "--resume")
     assert again.exit_code == 0, again.output
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -46,6 +48,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
         (("--config", TINY, "data.global_crop_size=50"), "multiple of the patch size"),
         (("--config", TINY, "distill.enabled=true"), "distill.teacher"),
         (("params", "--variant", "nope"), "nope"),
+        (("params", "--paper-prototypes", "0"), "--paper-prototypes"),
     ]:
         result = CliRunner().invoke(cli, ["pretrain", *args])
         assert result.exit_code == 2, (args, result.output)
@@ -53,15 +56,26 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
 
 
 def test_params_counts_head_only_vs_full_ema():
-    from tipsv2_sdk.pretrain.params import training_parameter_counts
+    from tipsv2_sdk.pretrain.params import paper_parameter_counts, training_parameter_counts
 
     result = invoke("params", "--variant", "tipsv2-b14", "--json")
     assert result.exit_code == 0
     counts = json.loads(result.stdout)
-    assert counts == json.loads(json.dumps(training_parameter_counts("tipsv2-b14")))
+    paper = counts.pop("paper")
+    assert counts.pop("paper_reduction") == paper["reduction"]
+    assert counts == json.loads(json.dumps(training_parameter_counts("tipsv2-b14")))  # today's keys unchanged
     assert counts["full_ema"] > counts["head_ema"] > 0 and 0 < counts["reduction"] < 1
+    assert paper == json.loads(json.dumps(paper_parameter_counts("tipsv2-b14")))
+    assert round(100 * paper["reduction"], 1) == 41.9 and paper["prototypes"] == 8192
+    shared = json.loads(invoke("params", "--json", "--paper-prototypes", "32768", "--paper-shared-head").stdout)
+    assert round(100 * shared["paper_reduction"], 1) == 42.7 and shared["paper"]["shared_head"] is True
+    assert shared["reduction"] == counts["reduction"]  # the paper flags leave today's count alone
+    text_counted = json.loads(invoke("params", "--json", "--paper-count-text").stdout)
+    assert "student_text_encoder" in text_counted["paper"]["terms"]["head_ema"]
+    assert text_counted["paper_reduction"] < paper["reduction"]
     text = invoke("params", "--variant", "tipsv2-s14")
-    assert "fewer" in text.output and "counted:" in text.output
+    assert "fewer" in text.output and "counted:" in text.output and "paper accounting" in text.output
+    assert "teacher_image_encoder" in text.output
 
 
 def test_ablate_smoke_writes_results_table_and_plot(tmp_path):

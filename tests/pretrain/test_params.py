@@ -45,3 +45,25 @@ def test_errors_name_the_bad_value():
         training_parameter_counts("tipsv2-x99")
     with pytest.raises(ValueError, match="ema_only"):
         count_training_parameters("tipsv2-b14", "ema_only")
+
+
+def test_paper_accounting_reproduces_the_papers_42_percent_for_vit_b():
+    from tipsv2_sdk.pretrain.params import paper_parameter_counts
+
+    encoder = parameter_breakdown("tipsv2-b14")["image_encoder"]
+    ibot_head = head_size(768, k=8192)
+    paper = paper_parameter_counts("tipsv2-b14")  # two iBOT-sized (8,192-prototype) heads, image side only
+    assert paper["terms"]["full_ema"] == {"student_image_encoder": encoder, "student_heads": 2 * ibot_head,
+                                          "teacher_image_encoder": encoder, "teacher_heads": 2 * ibot_head}
+    assert paper["terms"]["head_ema"] == {"student_image_encoder": encoder, "student_heads": 2 * ibot_head,
+                                          "teacher_heads": 2 * ibot_head}
+    assert paper["full_ema"] == 2 * encoder + 4 * ibot_head and paper["head_ema"] == encoder + 4 * ibot_head
+    assert round(100 * paper["reduction"], 1) == 41.9
+    shared = paper_parameter_counts("tipsv2-b14", prototypes=32768, shared_head=True)  # TIPS v1's 32k prototypes
+    assert shared["terms"]["head_ema"]["student_heads"] == head_size(768, k=32768)
+    assert round(100 * shared["reduction"], 1) == 42.7
+    with_text = paper_parameter_counts("tipsv2-b14", include_text=True)
+    text = parameter_breakdown("tipsv2-b14")["text_encoder"]
+    assert with_text["terms"]["head_ema"]["student_text_encoder"] == text
+    assert with_text["full_ema"] - with_text["head_ema"] == encoder  # the saving is always one encoder copy
+    assert with_text["reduction"] == pytest.approx(encoder / (2 * encoder + 4 * ibot_head + text))
