@@ -180,17 +180,6 @@ def test_cached_converted_directory_is_found_by_name(tmp_path, dense_dir, monkey
     assert tips.load_dense("tipsv2-b14-dpt").source == str(tmp_path / "tipsv2-b14-dpt")
 
 
-@pytest.fixture
-def hub_env(tmp_path, monkeypatch):
-    """An empty HF cache and an empty converted-model cache, offline."""
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("TIPSV2_HOME", str(tmp_path / "tipsv2"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
 def test_hub_snapshot_in_the_hf_cache_loads_offline(hub_env, dense_dir, tiny_model_dir):
     from tipsv2_sdk.testing import fake_hub_cache
 

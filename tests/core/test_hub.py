@@ -34,17 +34,6 @@ def hf_written_other(tmp_path_factory):
 
 
 @pytest.fixture
-def hub_env(tmp_path, monkeypatch):
-    """An empty HF cache and an empty converted-model cache, offline."""
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("TIPSV2_HOME", str(tmp_path / "tipsv2"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
-@pytest.fixture
 def cached(hub_env, hf_written):
     return fake_hub_cache(hub_env, REPO, hf_written)
 

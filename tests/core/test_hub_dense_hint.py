@@ -33,16 +33,6 @@ def dpt_dir(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture
-def hub_env(tmp_path, monkeypatch):
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("TIPSV2_HOME", str(tmp_path / "tipsv2"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
 def _points_to_load_dense(message: str, name: str) -> None:
     assert "\n" not in message
     assert "'tipsv2_dpt'" in message
