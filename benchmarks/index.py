@@ -148,7 +148,49 @@ def bench_global(n: int, nq: int, d: int, configs, workdir: Path, clock: Clock) 
             })
             print(_global_line(rows[-1]), flush=True)
         shutil.rmtree(path, ignore_errors=True)
+    if clock.left() >= 30:
+        row = bench_autofaiss(base, queries, truth, 4 * d * n // 8, workdir / f"af{n}")
+        if row is not None:
+            rows.append(row)
+            print(_global_line(row), flush=True)
     return rows
+
+
+def bench_autofaiss(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, budget: int, workdir: Path) -> dict | None:
+    """autofaiss ``build_index`` on the same vectors with the same memory budget (None if not installed).
+
+    autofaiss pins numpy<2, so it is installed without its dependencies (``pip install --no-deps
+    autofaiss embedding-reader fire six``) and is never a dependency of the package.
+    """
+    try:
+        from autofaiss import build_index
+    except ImportError:
+        print("# autofaiss not installed: its row is skipped", flush=True)
+        return None
+    import logging
+
+    n, d = base.shape
+    workdir.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    index, infos = build_index(
+        embeddings=np.ascontiguousarray(base, np.float32), index_path=str(workdir / "knn.index"),
+        index_infos_path=str(workdir / "infos.json"), save_on_disk=True, metric_type="ip",
+        max_index_memory_usage=f"{max(1, budget // 1024)}K", current_memory_available="8G",
+        nb_cores=1, verbose=logging.WARNING,
+    )
+    build = time.perf_counter() - t
+    faiss_bytes = (workdir / "knn.index").stat().st_size
+    index.search(queries[:10], 10)  # warm-up
+    t = time.perf_counter()
+    _, ids = index.search(queries, 10)
+    qps = len(queries) / (time.perf_counter() - t)
+    params = {"autofaiss": (infos or {}).get("index_param", "")}
+    shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "n": n, "config": "autofaiss build_index, budget = flat/8", "factory": (infos or {}).get("index_key", "?"),
+        "recall@10": recall_at(ids, truth), "qps": qps, "build_s": build, "bytes_per_vector": faiss_bytes / n,
+        "flat_fraction": faiss_bytes / (4 * d * n), "expected_recall": None, "search": params,
+    }
 
 
 def _global_line(r: dict) -> str:

@@ -133,7 +133,7 @@ class GlobalIndex(BaseIndex):
         return np.asarray(ids, np.int64)
 
     def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        res = self.search(queries, k, nprobe=params.get("nprobe"), ef_search=params.get("efSearch"))
+        res = self.search(queries, k, nprobe=params.get("nprobe"), ef_search=params.get("efSearch"), rerank=params.get("rerank"))
         return res.scores, res.ids
 
     # ------------------------------------------------------------------ mutation

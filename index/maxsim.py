@@ -52,6 +52,40 @@ def maxsim_exhaustive(
     return s[order], i[order]
 
 
+def maxsim_exhaustive_many(
+    queries: list[np.ndarray], batches: Iterable[tuple[np.ndarray, np.ndarray]], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by MaxSim of several queries in one pass over the documents.
+
+    ``queries``: unit token sets (m_i, D); ``batches`` as for ``maxsim_exhaustive``. Returns
+    (scores (Q, k), ids (Q, k)), best first, padded with -inf / -1, ties broken by id.
+    """
+    nq = len(queries)
+    sizes = np.array([len(q) for q in queries], np.int64)
+    tokens = np.concatenate([np.asarray(q, np.float32) for q in queries]) if nq else np.zeros((0, 0), np.float32)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    best_s = np.full((nq, 0), -np.inf, np.float32)
+    best_i = np.zeros((nq, 0), np.int64)
+    for ids, docs in batches:
+        docs = np.asarray(docs)
+        n, p, d = docs.shape
+        step = max(1, BLOCK_ELEMENTS // max(1, p * max(d, len(tokens))))
+        for start in range(0, n, step):
+            block = np.asarray(docs[start : start + step], np.float32)
+            per_token = (block.reshape(-1, d) @ tokens.T).reshape(len(block), p, -1).max(axis=1)  # (b, M)
+            scores = (np.add.reduceat(per_token, starts, axis=1) / sizes).T.astype(np.float32)  # (Q, b)
+            block_ids = np.broadcast_to(np.asarray(ids[start : start + step], np.int64), scores.shape)
+            s = np.concatenate([best_s, scores], axis=1)
+            i = np.concatenate([best_i, block_ids], axis=1)
+            keep = np.lexsort((i, -s), axis=1)[:, :k] if s.shape[1] else np.zeros((nq, 0), np.int64)
+            best_s, best_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
+    pad = k - best_s.shape[1]
+    if pad > 0:
+        best_s = np.concatenate([best_s, np.full((nq, pad), -np.inf, np.float32)], axis=1)
+        best_i = np.concatenate([best_i, np.full((nq, pad), -1, np.int64)], axis=1)
+    return best_s, best_i
+
+
 def approximate_candidates(
     token_scores: np.ndarray, token_docs: np.ndarray, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -87,4 +121,4 @@ def approximate_candidates(
     return uniq[best], (approx[best] / m).astype(np.float32)
 
 
-__all__ = ["maxsim_scores", "maxsim_exhaustive", "approximate_candidates"]
+__all__ = ["maxsim_scores", "maxsim_exhaustive", "maxsim_exhaustive_many", "approximate_candidates"]

@@ -1,15 +1,12 @@
 """``PatchIndex``: every patch embedding of every image, for "where" questions and late interaction.
 
-FAISS ids pack the image id and the patch position::
-
-    faiss_id = image_id * 2**16 + row * grid_w + col        (image ids < 2**47, grids up to 65536 cells)
-
-so a hit names its image and cell with no side table. Queries:
+FAISS ids pack the image id and the patch position (``patch_geometry.py``), so a hit names its
+image and cell with no side table. Queries:
 
 * text → regions (``search_regions``) and text → images by their best patch (``search_images``);
-* image → images by MaxSim over patches (``search_maxsim``): every query patch searches the token
-  index, the union of hit images is ranked by an approximate score, and the best candidates are
-  re-ranked by exact MaxSim from the stored vectors (ColBERT's two stages);
+* image → images by MaxSim over patches (``search_maxsim``, ``late_interaction.py``): stage 1
+  shortlists images from sources that score every image (pooled per-image vectors, centroid
+  interaction over the IVF lists), stage 2 re-ranks them by exact MaxSim from the stored vectors;
 * a box on a query image → images (``search_box_images``) or regions (``search_box_regions``);
 * ``heatmap``: a query's similarity to every patch of one image, optionally upsampled.
 
@@ -18,7 +15,6 @@ stores m-byte product-quantised codes in FAISS; the manifest records both.
 """
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,92 +25,22 @@ import numpy as np
 
 from ..embeddings import l2_normalize
 from .base import BaseIndex, as_matrix
-from .errors import BoxError, IndexMismatchError
+from .errors import IndexMismatchError
 from .global_index import SearchResult, top_k
+from .late_interaction import LateInteraction
 from .manifest import new_manifest
-from .maxsim import approximate_candidates, maxsim_exhaustive, maxsim_scores
+from .patch_geometry import (
+    ID_SHIFT,
+    MAX_IMAGE_ID,
+    as_pair,
+    box_to_cells,
+    pack_ids,
+    pool_patches,
+    unpack_ids,
+    upsample_bilinear,
+)
 from . import tuning
 from .store import VectorStore
-
-ID_SHIFT = 16
-MAX_IMAGE_ID = 2 ** (63 - ID_SHIFT)
-
-
-def pack_ids(image_ids: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """FAISS ids of (image id, flat patch position) pairs."""
-    return (np.asarray(image_ids, np.int64) << ID_SHIFT) | np.asarray(positions, np.int64)
-
-
-def unpack_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(image ids, flat patch positions) of packed FAISS ids."""
-    ids = np.asarray(ids, np.int64)
-    return ids >> ID_SHIFT, ids & ((1 << ID_SHIFT) - 1)
-
-
-def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
-    if isinstance(value, (int, np.integer)):
-        value = (int(value), int(value))
-    pair = tuple(int(v) for v in value)
-    if len(pair) != 2 or min(pair) < 1:
-        raise ValueError(f"{what} must be a positive int or a pair of them, not {value!r}")
-    return pair  # type: ignore[return-value]
-
-
-def pool_patches(patches: np.ndarray, pooling: int | Sequence[int]) -> np.ndarray:
-    """Average (ph, pw) blocks of a (N, h, w, D) patch grid and re-normalise → (N, h/ph, w/pw, D)."""
-    ph, pw = _pair(pooling, "pooling")
-    n, h, w, d = patches.shape
-    if h % ph or w % pw:
-        raise ValueError(f"a {h}x{w} patch grid cannot be pooled by {ph}x{pw}")
-    x = np.asarray(patches, np.float32)
-    if (ph, pw) != (1, 1):
-        x = x.reshape(n, h // ph, ph, w // pw, pw, d).mean(axis=(2, 4))
-    return l2_normalize(x)
-
-
-def box_to_cells(
-    box: Sequence[float], image_size: tuple[int, int], grid: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """Patch cells a pixel box covers: half-open (r0, r1, c0, c1).
-
-    ``box`` is (x0, y0, x1, y1) in pixels of an image of ``image_size`` = (W, H). TIPS resizes
-    the whole image to the model's square input (no crop), so cells scale with W and H.
-    """
-    try:
-        x0, y0, x1, y1 = (float(v) for v in box)
-    except (TypeError, ValueError):
-        raise BoxError(f"a box is four numbers x0,y0,x1,y1, not {box!r}") from None
-    width, height = image_size
-    gh, gw = grid
-    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x0 >= x1 or y0 >= y1:
-        raise BoxError(f"box {x0:g},{y0:g},{x1:g},{y1:g} is empty: it needs x0 < x1 and y0 < y1")
-    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
-        raise BoxError(f"box {x0:g},{y0:g},{x1:g},{y1:g} lies outside the {width}x{height} image")
-    c0 = min(gw - 1, int(math.floor(x0 / width * gw)))
-    r0 = min(gh - 1, int(math.floor(y0 / height * gh)))
-    c1 = max(c0 + 1, min(gw, int(math.ceil(x1 / width * gw))))
-    r1 = max(r0 + 1, min(gh, int(math.ceil(y1 / height * gh))))
-    return r0, r1, c0, c1
-
-
-def upsample_bilinear(grid: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize of a 2-d map to ``size`` = (H, W), pixel centres aligned (no corner alignment)."""
-    h, w = grid.shape
-    out_h, out_w = size
-
-    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-        lo = np.floor(src).astype(np.int64)
-        hi = np.minimum(lo + 1, n_in - 1)
-        return lo, hi, (src - lo).astype(np.float32)
-
-    y0, y1, fy = axis(h, out_h)
-    x0, x1, fx = axis(w, out_w)
-    g = grid.astype(np.float32)
-    top = g[y0][:, x0] * (1 - fx) + g[y0][:, x1] * fx
-    bottom = g[y1][:, x0] * (1 - fx) + g[y1][:, x1] * fx
-    return top * (1 - fy[:, None]) + bottom * fy[:, None]
-
 
 @dataclass
 class RegionHit:
@@ -130,7 +56,7 @@ class RegionHit:
         return asdict(self)
 
 
-class PatchIndex(BaseIndex):
+class PatchIndex(LateInteraction, BaseIndex):
     """A FAISS index of every (optionally pooled) patch vector plus per-image stored patches."""
 
     TYPE = "patch"
@@ -169,8 +95,8 @@ class PatchIndex(BaseIndex):
             grid = (side, side)
         if grid is None:
             raise ValueError("the patch grid is unknown: pass model= or grid=(h, w)")
-        source = _pair(grid, "grid")
-        ph, pw = _pair(pooling, "pooling")
+        source = as_pair(grid, "grid")
+        ph, pw = as_pair(pooling, "pooling")
         if source[0] % ph or source[1] % pw:
             raise ValueError(f"a {source[0]}x{source[1]} patch grid cannot be pooled by {ph}x{pw}")
         indexed = (source[0] // ph, source[1] // pw)
@@ -181,7 +107,7 @@ class PatchIndex(BaseIndex):
                                 overwrite=overwrite)
         manifest.patch = {
             "grid": list(indexed), "source_grid": list(source), "pooling": [ph, pw],
-            "pq": None if pq is None else int(pq), "id_shift": ID_SHIFT,
+            "pq": None if pq is None else int(pq), "id_shift": ID_SHIFT, "pooled": None,
         }
         row_shape = (indexed[0] * indexed[1], manifest.dim)
         index = cls(Path(path), manifest, VectorStore(row_shape, dtype), use_gpu=use_gpu)
@@ -261,7 +187,10 @@ class PatchIndex(BaseIndex):
 
         Id and path semantics are those of ``GlobalIndex.add``.
         """
-        return self._add_rows(self._prepare(patches), paths, ids, metadata)
+        rows = self._prepare(patches)
+        out = self._add_rows(rows, paths, ids, metadata)
+        self._add_pooled(out, rows)
+        return out
 
     def update(self, patches: np.ndarray, *, ids=None, paths=None, metadata=None) -> np.ndarray:
         """Replace the patches of images that are already indexed (``UnknownIdError`` otherwise)."""
@@ -299,18 +228,22 @@ class PatchIndex(BaseIndex):
 
     def _region_top(self, q: np.ndarray, k: int, candidates: int | None, nprobe: int | None, overrides=None):
         # Compressed codes only shortlist: ``rerank * k`` hits are re-scored from the stored vectors.
-        rerank = max(1, int(self.manifest.search_params.get("rerank", 1)))
+        rerank = max(1, int((overrides or {}).get("rerank") or self.manifest.search_params.get("rerank", 1)))
         _, fids = self._token_search(q, max(k, candidates or rerank * k), nprobe, overrides)
         return top_k(self._exact_patch_scores(q, fids), fids, k)
 
     def _calibration_queries(self) -> tuple[np.ndarray, np.ndarray]:
-        """One stored patch (at a hash-chosen position) from each of a sample of images."""
+        """One stored patch (at a hash-chosen position) from each of a sample of images, and its FAISS id."""
         from .store import id_hash
 
         rows = self.store.sample_rows(tuning.SAMPLE["patch"])
         ids = self.store.all_ids()[rows]
         positions = (id_hash(ids) % np.uint64(self.vectors_per_row)).astype(np.int64)
         return self.store.take_items(rows, positions), pack_ids(ids, positions)
+
+    def _owner(self, fids: np.ndarray) -> np.ndarray:
+        # a held-out patch excludes its whole image from the results, not just itself
+        return np.where(np.asarray(fids) >= 0, unpack_ids(np.maximum(fids, 0))[0], -1)
 
     def _calibration_search(self, queries: np.ndarray, k: int, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         res = self._region_top(queries, k, None, None, params)
@@ -367,43 +300,7 @@ class PatchIndex(BaseIndex):
             ids[row, : len(image_ids)] = image_ids
         return top_k(scores, ids, k)
 
-    # ------------------------------------------------------------------ late interaction
-    def search_maxsim(
-        self,
-        query_patches: np.ndarray,
-        k: int = 10,
-        *,
-        candidates_per_token: int = 128,
-        max_candidates: int | None = None,
-        exhaustive: bool = False,
-        nprobe: int | None = None,
-    ) -> SearchResult:
-        """Images ranked by MaxSim with one query's patch set, (m, D) or (h, w, D); result is (1, k).
-
-        Two stages: every query patch fetches its ``candidates_per_token`` nearest indexed patches;
-        hit images are ranked by an approximate MaxSim and the best ``max_candidates`` (default
-        ``max(8k, 64)``) are re-ranked by exact MaxSim from the stored vectors. ``exhaustive``
-        scores every image exactly instead (the reference the two-stage search is tested against).
-        """
-        arr = np.asarray(query_patches, np.float32)
-        if arr.ndim == 3:
-            arr = arr.reshape(-1, arr.shape[-1])
-        q = l2_normalize(as_matrix(arr, self.dim, "query patches"))
-        if exhaustive:
-            batch = max(1, 2**24 // (self.vectors_per_row * self.dim))
-            scores, ids = maxsim_exhaustive(q, self.store.iter_sorted(batch), k)
-            return top_k(scores[None], ids[None], k)
-        token_scores, fids = self._token_search(q, candidates_per_token, nprobe)
-        docs = np.where(fids >= 0, unpack_ids(np.maximum(fids, 0))[0], -1)
-        limit = max_candidates if max_candidates is not None else max(8 * k, 64)
-        cand, _ = approximate_candidates(token_scores, docs, limit)
-        rows = self.store.rows_of_ids(cand)
-        exact = np.empty(len(cand), np.float32)
-        step = max(1, 2**24 // (self.vectors_per_row * self.dim))
-        for start in range(0, len(rows), step):
-            exact[start : start + step] = maxsim_scores(q, self.store.take(rows[start : start + step]))
-        return top_k(exact[None], cand[None], k)
-
+    # ------------------------------------------------------------------ boxes and heatmaps
     def _box_tokens(self, query_patches: np.ndarray, box, image_size) -> np.ndarray:
         grid = np.asarray(query_patches, np.float32)
         if grid.ndim != 3 or grid.shape[2] != self.dim:

@@ -1,14 +1,21 @@
-"""Search-depth calibration after a build (autofaiss's "tune_index", done on the index itself).
+"""Search-depth calibration after a build, on held-out queries (autofaiss's "tune_index", done on the index).
 
-A fixed ``nprobe`` or ``efSearch`` gives very different recall on different data, so after every
-build the index measures itself: a sample of its own vectors (chosen by a hash of their ids, so
-the same collection always gets the same sample) is searched at increasing depths, and the
-smallest depth whose recall@10 reaches the target is written to the manifest with the recall it
-reached. The query's own vector is left out of both result lists (it would be found trivially).
+A fixed ``nprobe`` / ``efSearch`` / shortlist gives very different recall on different data, so
+after every build the index measures itself and stores the smallest depth whose recall@10 reaches
+the target, with the recall it reached and what it was measured on (``choice["calibrated_on"]``).
+
+Measuring on the indexed vectors themselves flatters the index (a stored vector sits exactly on
+its own graph node and PQ cell; a build that reported 0.97 that way delivered 0.47 on other
+queries). So the queries are **held out**: a hash-chosen sample of the indexed items, each
+*moved half-way (in angle) to its nearest other neighbour* in a random direction (a new point
+of the same neighbourhood, not a stored one) and *excluded from its own results*, both the
+exact and the approximate ones (a patch query excludes its whole image). For MaxSim, the
+held-out images' patch windows are the queries, their own image excluded.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -16,28 +23,47 @@ TARGET_RECALL = {"global": 0.95, "patch": 0.95}
 # Patch vectors of one object are near-duplicates, so the exact top-10 patches are often a tie
 # among dozens; a patch hit within this cosine of the true 10th best counts as found.
 TIE_TOLERANCE = {"global": 0.0, "patch": 0.01}
-# Calibration aims this much above the target: 200 sampled queries leave about ±0.01 of noise.
-MARGIN = 0.01
-# A stored vector is easier for a graph search to reach than an unseen query (its own links lead
-# to it; measured: efSearch 16 gave 0.97 on own vectors but 0.94 on unseen queries), so a graph
-# gets one doubling of efSearch beyond the depth that reached the target.
+MARGIN = 0.01  # calibration aims this much above the target (200 queries: about ±0.01 of noise)
 SAMPLE = {"global": 200, "patch": 64}
 MIN_VECTORS = 2000  # below this the defaults are fine and calibration would be noise
 K = 10
+RERANK_STEPS = 3  # PQ shortlists: try rerank r, 2r, 4r before settling
+
+# MaxSim (image → images): shortlist length calibrated on held-out images.
+MAXSIM_TARGET = 0.90
+MAXSIM_MARGIN = 0.03  # 16 queries x 10 results: about ±0.025 of noise
+MAXSIM_TIE = 0.001  # an image within this MaxSim of the true 10th best ties with it
+MAXSIM_QUERIES = 16
+MAXSIM_MIN_IMAGES = 200
+MAXSIM_FLOPS = 4e12  # exact ground truth budget (about a minute on one core)
+MAXSIM_SHORTLISTS = (16, 32, 64, 128, 256, 512, 1024)
+EXACT_BLOCK = 2**22  # floats in one exact-search score block (16 MiB)
+
 
 def exact_neighbours(
     queries: np.ndarray, batches: Iterable[tuple[np.ndarray, np.ndarray]], k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-``k`` (scores, FAISS ids) by inner product, scanning (ids, vectors) batches."""
-    best_s = np.full((len(queries), 0), -np.inf, np.float32)
-    best_i = np.zeros((len(queries), 0), np.int64)
+    """Exact top-``k`` (scores, FAISS ids) by inner product, scanning (ids, vectors) batches.
+
+    Memory stays bounded whatever the batch size: each batch is cut into chunks so that the score
+    block (queries x chunk) holds at most ``EXACT_BLOCK`` floats, and only the running top ``k``
+    per query is kept (never an N x N matrix, even when the queries are the indexed vectors).
+    """
+    queries = np.asarray(queries, np.float32)
+    nq = len(queries)
+    best_s = np.full((nq, 0), -np.inf, np.float32)
+    best_i = np.zeros((nq, 0), np.int64)
+    step = max(1, EXACT_BLOCK // max(1, nq))
     for ids, vectors in batches:
-        scores = queries @ np.asarray(vectors, np.float32).T
-        s = np.concatenate([best_s, scores], axis=1)
-        i = np.concatenate([best_i, np.broadcast_to(np.asarray(ids, np.int64), scores.shape)], axis=1)
-        keep = np.argsort(-s, axis=1, kind="stable")[:, :k]
-        best_s, best_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
+        ids = np.asarray(ids, np.int64)
+        for start in range(0, len(ids), step):
+            scores = queries @ np.asarray(vectors[start : start + step], np.float32).T
+            s = np.concatenate([best_s, scores], axis=1)
+            i = np.concatenate([best_i, np.broadcast_to(ids[start : start + step], scores.shape)], axis=1)
+            keep = np.argsort(-s, axis=1, kind="stable")[:, :k]
+            best_s, best_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
     return best_s, best_i
+
 
 def self_recall(
     found: np.ndarray,
@@ -48,16 +74,21 @@ def self_recall(
     found_scores: np.ndarray | None = None,
     truth_scores: np.ndarray | None = None,
     tolerance: float = 0.0,
+    owner: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> float:
-    """recall@k of ``found`` against ``truth``, with each query's own id removed from both.
+    """recall@k of ``found`` against ``truth``, with each query's own item removed from both.
 
-    With ``tolerance`` > 0, a found item whose exact score is within ``tolerance`` of the true
-    k-th best also counts (ties among near-duplicates are not misses).
+    ``owner`` maps result ids to what is excluded (default: the id itself; a patch index maps a
+    patch to its image, so a held-out patch excludes its whole image). With ``tolerance`` > 0, a
+    found item whose exact score is within ``tolerance`` of the true k-th best also counts.
     """
+    own_key = owner(np.asarray(own)) if owner is not None else np.asarray(own)
     hits = []
-    for row, (f, t, o) in enumerate(zip(found, truth, own)):
-        keep_t = [j for j, x in enumerate(t.tolist()) if x != o][:k]
-        keep_f = [j for j, x in enumerate(f.tolist()) if x != o and x >= 0][:k]
+    for row, (f, t, o) in enumerate(zip(found, truth, own_key)):
+        fk = owner(f) if owner is not None else f
+        tk = owner(t) if owner is not None else t
+        keep_t = [j for j in range(len(t)) if tk[j] != o and t[j] >= 0][:k]
+        keep_f = [j for j in range(len(f)) if fk[j] != o and f[j] >= 0][:k]
         if not keep_t:
             continue
         true_set = {int(t[j]) for j in keep_t}
@@ -69,6 +100,22 @@ def self_recall(
         hits.append(min(got, len(keep_t)) / len(keep_t))
     return float(np.mean(hits)) if hits else 1.0
 
+
+def perturb(queries: np.ndarray, neighbour: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Move each unit query half-way (in angle) to the cosine ``neighbour`` of its nearest other
+    item, in a random direction fixed by ``seeds`` (deterministic)."""
+    from .store import id_hash
+
+    out = np.empty_like(queries, dtype=np.float32)
+    angle = np.arccos(np.clip(neighbour, -1.0, 1.0)) / 2
+    for row, (q, seed) in enumerate(zip(queries, id_hash(np.asarray(seeds, np.int64)))):
+        g = np.random.default_rng(int(seed)).normal(size=q.shape).astype(np.float32)
+        g -= (g @ q) * q
+        g /= max(float(np.linalg.norm(g)), 1e-12)
+        out[row] = np.cos(angle[row]) * q + np.sin(angle[row]) * g
+    return out
+
+
 def calibrate(
     name: str,
     values: list[int],
@@ -78,6 +125,10 @@ def calibrate(
     truth: tuple[np.ndarray, np.ndarray],
     target: float,
     tolerance: float = 0.0,
+    *,
+    extra: dict[str, Any] | None = None,
+    fetch: int = K + 1,
+    owner: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[int, float]:
     """Smallest ``values[i]`` for parameter ``name`` whose recall reaches ``target`` (else the last).
 
@@ -85,11 +136,13 @@ def calibrate(
     """
     reached = 0.0
     for value in values:
-        scores, ids = search(queries, K + 1, {name: value})
-        reached = self_recall(ids, truth[1], own, found_scores=scores, truth_scores=truth[0], tolerance=tolerance)
+        scores, ids = search(queries, fetch, {**(extra or {}), name: value})
+        reached = self_recall(ids, truth[1], own, found_scores=scores, truth_scores=truth[0], tolerance=tolerance,
+                              owner=owner)
         if reached >= target:
             return value, reached
     return values[-1], reached
+
 
 def depth_values(name: str, nlist: int = 0) -> list[int]:
     """Candidate depths: powers of two up to ``nlist`` (nprobe) or 16..1024 (efSearch)."""
@@ -101,8 +154,32 @@ def depth_values(name: str, nlist: int = 0) -> list[int]:
         return out + [nlist]
     return [16, 32, 64, 128, 256, 512, 1024]
 
+
+def held_out_queries(index) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray], int, Any]:
+    """(perturbed queries, own FAISS ids, exact truth (scores, ids), fetch size, owner) for ``tune``."""
+    queries, own = index._calibration_queries()
+    owner = getattr(index, "_owner", None)
+    # results from the query's own image are dropped: fetch enough that k others remain
+    fetch = K + 1 + (min(index.vectors_per_row, 63) if owner is not None else 0)
+    scan = ((f, x) for x, f in index._iter_faiss())
+    first = exact_neighbours(queries, scan, fetch)
+    nearest = np.array([_first_other(s, i, o, owner) for s, i, o in zip(first[0], first[1], own)], np.float32)
+    moved = perturb(queries, nearest, own)
+    truth = exact_neighbours(moved, ((f, x) for x, f in index._iter_faiss()), fetch)
+    return moved, own, truth, fetch, owner
+
+
+def _first_other(scores: np.ndarray, ids: np.ndarray, own: int, owner) -> float:
+    keys = owner(ids) if owner is not None else ids
+    mine = owner(np.asarray([own]))[0] if owner is not None else own
+    for s, key, i in zip(scores, keys, ids):
+        if i >= 0 and key != mine:
+            return float(s)
+    return 1.0
+
+
 def tune(index) -> None:
-    """Set nprobe / efSearch of a freshly built ``GlobalIndex`` / ``PatchIndex`` (see module doc).
+    """Set nprobe / efSearch (and the PQ re-ranking depth) of a freshly built index (module doc).
 
     Writes the depth to ``manifest.search_params`` and what it reached to ``manifest.choice``.
     """
@@ -117,19 +194,107 @@ def tune(index) -> None:
         name, values = "efSearch", depth_values("efSearch")
     else:
         return  # exact index: nothing to tune
-    queries, own = index._calibration_queries()
-    truth = exact_neighbours(queries, ((f, x) for x, f in index._iter_faiss()), K + 1)
+    queries, own, truth, fetch, owner = held_out_queries(index)
     target = TARGET_RECALL[index.PURPOSE] + MARGIN
     tolerance = TIE_TOLERANCE[index.PURPOSE]
-    value, reached = calibrate(name, values, index._calibration_search, queries, own, truth, target, tolerance)
-    if name == "efSearch" and value < values[-1]:
-        value = values[values.index(value) + 1]
-        _, reached = calibrate(name, [value], index._calibration_search, queries, own, truth, target, tolerance)
-    index.manifest.search_params[name] = int(value)
+    params = index.manifest.search_params
+    rerank = int(params.get("rerank", 1))
+    steps = [rerank * 2**i for i in range(RERANK_STEPS)] if rerank > 1 else [rerank]
+    best = None
+    for rr in steps:
+        extra = {"rerank": rr} if rr > 1 else {}
+        value, reached = calibrate(name, values, index._calibration_search, queries, own, truth, target, tolerance,
+                                   extra=extra, fetch=fetch, owner=owner)
+        if best is None or reached > best[2] + 1e-9:
+            best = (rr, value, reached)
+        # deeper re-ranking pays when probing all lists would be needed otherwise
+        if reached >= target and (name != "nprobe" or value <= max(1, values[-1] // 4)):
+            best = (rr, value, reached)
+            break
+    rr, value, reached = best
+    params[name] = int(value)
+    if rerank > 1:
+        params["rerank"] = int(rr)
     index.manifest.choice["measured_recall"] = round(reached, 4)
     index.manifest.choice["calibration"] = (
-        f"{name}={value}: recall@{K} {reached:.3f} on {len(queries)} own vectors (target {target:.2f})"
+        f"{name}={value}" + (f", rerank={rr}" if rerank > 1 else "")
+        + f": recall@{K} {reached:.3f} on {len(queries)} held-out queries (target {target:.2f})"
     )
+    what = "patches (one per sampled image; its image excluded)" if owner is not None else "vectors (each excluded from its own results)"
+    index.manifest.choice["calibrated_on"] = {
+        "queries": int(len(queries)),
+        "source": f"held-out indexed {what}, moved half-way to their nearest neighbour",
+        "tie_tolerance": tolerance,
+    }
 
 
-__all__ = ["tune", "calibrate", "exact_neighbours", "self_recall", "depth_values", "TARGET_RECALL"]
+# ---------------------------------------------------------------------------------------------- MaxSim
+def maxsim_queries(index) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """Held-out MaxSim queries: a hash-placed window of each of a sample of images' patches.
+
+    The window is as large as the ground-truth budget allows (the whole image on small indexes).
+    Returns (queries, their image ids, window side).
+    """
+    from .store import id_hash
+
+    gh, gw = index.grid
+    n_vectors = len(index.store) * index.vectors_per_row
+    count = min(MAXSIM_QUERIES, len(index.store))
+    tokens = MAXSIM_FLOPS / (2.0 * count * n_vectors * index.dim)
+    if tokens < 64:
+        count = max(4, count // 2)
+        tokens = MAXSIM_FLOPS / (2.0 * count * n_vectors * index.dim)
+    side = int(max(2, min(gh, gw, np.sqrt(max(tokens, 4)))))
+    rows = index.store.sample_rows(count)
+    ids = index.store.all_ids()[rows]
+    grids = index.store.take(rows).reshape(len(rows), gh, gw, index.dim)
+    queries = []
+    for grid, h in zip(grids, id_hash(ids)):
+        r0 = int(h % np.uint64(gh - min(side, gh) + 1))
+        c0 = int((h >> np.uint64(20)) % np.uint64(gw - min(side, gw) + 1))
+        queries.append(grid[r0 : r0 + side, c0 : c0 + side].reshape(-1, index.dim))
+    return queries, ids, side
+
+
+def tune_maxsim(index) -> None:
+    """Calibrate the MaxSim shortlist (``search_params["maxsim_candidates"]``) on held-out images."""
+    from .maxsim import maxsim_exhaustive_many
+
+    if len(index.store) < MAXSIM_MIN_IMAGES or index._scan_is_exact():
+        return
+    queries, own, side = maxsim_queries(index)
+    truth_s, truth_i = maxsim_exhaustive_many(queries, index.store.iter_sorted(index._block()), K + 1)
+    target = MAXSIM_TARGET + MAXSIM_MARGIN
+    ladder = [r for r in MAXSIM_SHORTLISTS if r < len(index.store)] + [min(MAXSIM_SHORTLISTS[-1], len(index.store))]
+    longest = ladder[-1]
+    found = []
+    for q in queries:
+        cand = index.maxsim_candidates(index._query_tokens(q), longest)
+        found.append((cand, index._rerank(index._query_tokens(q), cand, len(cand))))
+    chosen, reached = ladder[-1], 0.0
+    for limit in ladder:
+        ids = np.full((len(queries), K + 1), -1, np.int64)
+        scores = np.full((len(queries), K + 1), -np.inf, np.float32)
+        for row, (cand, exact) in enumerate(found):
+            keep = np.isin(exact.ids[0], cand[:limit])
+            top_ids, top_s = exact.ids[0][keep][: K + 1], exact.scores[0][keep][: K + 1]
+            ids[row, : len(top_ids)], scores[row, : len(top_s)] = top_ids, top_s
+        reached = self_recall(ids, truth_i, own, found_scores=scores, truth_scores=truth_s, tolerance=MAXSIM_TIE)
+        if reached >= target:
+            chosen = limit
+            break
+    index.manifest.search_params["maxsim_candidates"] = int(chosen)
+    index.manifest.choice["maxsim_recall"] = round(reached, 4)
+    index.manifest.choice["maxsim_calibration"] = (
+        f"maxsim_candidates={chosen}: recall@{K} {reached:.3f} on {len(queries)} held-out images (target {target:.2f})"
+    )
+    index.manifest.choice["maxsim_calibrated_on"] = {
+        "queries": len(queries),
+        "source": f"held-out indexed images, a {side}x{side} window of each as the query, own image excluded",
+        "tie_tolerance": MAXSIM_TIE,
+    }
+
+
+__all__ = [
+    "tune", "tune_maxsim", "calibrate", "exact_neighbours", "self_recall", "perturb", "depth_values", "TARGET_RECALL",
+]

@@ -131,6 +131,8 @@ def test_patch_manifest_records_grid_pooling_and_pq(tmp_path, rng):
     index.add(rng.normal(size=(3, 4, 4, 8)))
     index.save()
     patch = read_manifest(tmp_path / "p").patch
+    pooled = patch.pop("pooled")  # the per-image pooled vectors file (candidate source for MaxSim)
+    assert pooled is None or set(pooled) == {"digest", "file", "size", "vectors_per_image"}
     assert patch == {"grid": [2, 2], "source_grid": [4, 4], "pooling": [2, 2], "pq": 4, "id_shift": 16}
     assert read_manifest(tmp_path / "p").num_vectors == 12
     assert np.array_equal(PatchIndex.open(tmp_path / "p").ids(), [0, 1, 2])
