@@ -49,19 +49,19 @@ def _env(tree: Path | None) -> dict[str, str]:
     return env
 
 
-def make_index(work: Path) -> Path:
-    """A 16-image index of tipsv2-tiny over generated PNGs."""
+def make_index(work: Path, tree: Path | None = None) -> Path:
+    """A 16-image index of tipsv2-tiny over generated PNGs, built by ``tree``'s code (index formats change)."""
     import numpy as np
     from PIL import Image
 
     images = work / "images"
-    images.mkdir()
+    images.mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(16):
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(images / f"{i:02d}.png")
-    out = work / "index"
+    out = work / ("index" if tree is None else "index-other")
     subprocess.run([sys.executable, "-c", _CLI, "index", "build", str(images), str(out), "-m", "tipsv2-tiny", "-q"],
-                   check=True, env=_env(None), capture_output=True)
+                   check=True, env=_env(tree), capture_output=True, cwd=tree or None)
     return out
 
 
@@ -79,6 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tipsv2-startup-"))
     index = make_index(work)
+    other = make_index(work, args.tree) if args.tree is not None else None
     splits, now, before = [], [], []
     for _ in range(args.repeats):  # interleaved, so both trees see the same machine load
         out = subprocess.run([sys.executable, "-c", _SPLIT, str(index)], check=True, env=_env(None),
@@ -86,7 +87,7 @@ def main() -> None:
         splits.append(json.loads(out.strip().splitlines()[-1]))
         now.append(whole_command(index, None))
         if args.tree is not None:
-            before.append(whole_command(index, args.tree))
+            before.append(whole_command(other, args.tree))
     print(f"| phase (median of {args.repeats} cold processes) | seconds |\n|---|---|")
     for phase in splits[0]:
         print(f"| {phase} | {statistics.median(s[phase] for s in splits):.2f} |")

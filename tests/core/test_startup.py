@@ -28,6 +28,7 @@ BAD_INPUTS = {
     "embed": ["embed", "/nonexistent", "-o", "OUT.npz"],
     "index": ["index", "build", "/nonexistent", "OUT"],
     "search": ["search", "/nonexistent_index", "a cat"],
+    "serve": ["serve", "/nonexistent_index"],
     "demo": ["demo", "--images", "/nonexistent"],
     "pretrain": ["pretrain", "train", "/nonexistent.yaml"],
     "eval": ["eval", "classification", "/nonexistent"],
