@@ -37,7 +37,7 @@ def _load(config_path, overrides):
 
 
 @pretrain.command("train")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
               help="YAML config (see pretrain/configs/); omitted = all defaults.")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of this run.")
 @click.option("--resume-from", type=click.Path(file_okay=False, exists=True), default=None,
@@ -47,6 +47,11 @@ def _load(config_path, overrides):
 @user_errors
 def train_command(config_path, resume, resume_from, print_config, overrides) -> None:
     """Train with CONFIG and dotted KEY=VALUE overrides (e.g. optim.lr=3e-4 schedule.steps=200)."""
+    # The shape of the overrides is checked before the config module (which imports torch) loads.
+    for item in overrides:
+        if "=" not in item:
+            hint = " (a config file goes after --config)" if item.endswith((".yaml", ".yml")) else ""
+            raise UserError(f"override {item!r} is not of the form key=value (e.g. optim.lr=3e-4){hint}")
     from .config import ConfigError
 
     cfg = _load(config_path, overrides)

@@ -39,13 +39,7 @@ def test_every_registered_command_has_a_bad_input_case():
     assert sorted(BAD_INPUTS) == sorted(COMMANDS)
 
 
-# pretrain/cli.py imports torch before it parses its overrides (that module belongs to the training
-# area and is being changed there); strict, so the mark must go once it validates first.
-_KNOWN_LATE = {"pretrain": "pretrain train imports torch before checking its arguments"}
-
-
-@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=_KNOWN_LATE[c]))
-                                     if c in _KNOWN_LATE else c for c in sorted(COMMANDS)])
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_bad_input_exits_2_without_heavy_imports(command, tmp_path):
     args = [a.replace("OUT", str(tmp_path / "out")) for a in BAD_INPUTS[command]]
     proc = subprocess.run([sys.executable, "-c", _WRAPPER, *args], capture_output=True, text=True, cwd=tmp_path,
