@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..cli.common import UserError, echo_json, info, user_errors
@@ -37,7 +39,7 @@ def _load(config_path, overrides):
 
 
 @pretrain.command("train")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, exists=True), default=None,
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="YAML config (see pretrain/configs/); omitted = all defaults.")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint of this run.")
 @click.option("--resume-from", type=click.Path(file_okay=False, exists=True), default=None,
@@ -47,7 +49,10 @@ def _load(config_path, overrides):
 @user_errors
 def train_command(config_path, resume, resume_from, print_config, overrides) -> None:
     """Train with CONFIG and dotted KEY=VALUE overrides (e.g. optim.lr=3e-4 schedule.steps=200)."""
-    # The shape of the overrides is checked before the config module (which imports torch) loads.
+    # The config file and the shape of the overrides are checked before the config module (which
+    # imports torch) loads.
+    if config_path is not None and not Path(config_path).is_file():
+        raise UserError(f"config file {config_path} not found")
     for item in overrides:
         if "=" not in item:
             hint = " (a config file goes after --config)" if item.endswith((".yaml", ".yml")) else ""
