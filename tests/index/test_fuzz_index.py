@@ -23,7 +23,7 @@ import pytest
 from tipsv2_sdk.index.builder import BuildOptions, build_index
 
 ROOT = Path(__file__).resolve().parents[2]
-CASES = 150
+CASES = 80  # enough to hit every kind of damage several times (seeded), small enough for shared cores
 SEED = 20240612
 
 HOSTILE = [None, -1, 0, 10**12, 2**63, 1.5, True, "", "../outside/secret.npy", "/etc/passwd", "x" * 300, [], {},
