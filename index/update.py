@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .collection import GLOBAL_DIR, PATCH_DIR, WORK_DIR, Collection, read_build, read_skipped, write_skipped
+from .collection import GLOBAL_DIR, PATCH_DIR, Collection, read_build, read_skipped, write_skipped
 from .errors import IndexWriteError
 
 # Write failures that are about the disk, not a bug: reported in one line, nothing published.

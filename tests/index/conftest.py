@@ -5,10 +5,16 @@ so test modules cannot import each other).
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def clustered(n: int, d: int, *, clusters: int = 40, seed: int = 0, spread: float = 0.6) -> np.ndarray:
@@ -66,3 +72,51 @@ def single_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+class StopAfter:
+    """The model, except that encoding raises after ``calls`` encoded chunks (as a killed process would)."""
+
+    def __init__(self, model, calls: int):
+        self._model, self.left, self.calls = model, calls, 0
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def encode_images(self, *args, **kwargs):
+        if self.left <= 0:
+            raise KeyboardInterrupt("simulated interruption")
+        self.left -= 1
+        self.calls += 1
+        return self._model.encode_images(*args, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def stop_after():
+    """``stop_after(model, calls)``: a model whose encoding is interrupted after ``calls`` chunks."""
+    return StopAfter
+
+
+@pytest.fixture
+def lock_holder():
+    """``lock_holder(directory)``: another process that holds the directory's writer lock (as
+    ``index add``) until it is killed; returns once the lock is held. Killed at teardown at the latest."""
+    started: list[subprocess.Popen] = []
+
+    def start(directory) -> subprocess.Popen:
+        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+            import sys, time
+            from tipsv2_sdk.index.lock import WriterLock
+            WriterLock(sys.argv[1], command="index add").acquire()
+            print("held", flush=True)
+            time.sleep(120)
+        """), str(directory)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        started.append(holder)
+        assert holder.stdout.readline().strip() == "held"
+        return holder
+
+    yield start
+    for holder in started:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()

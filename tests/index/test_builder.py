@@ -365,25 +365,16 @@ def struct_error(message: str) -> Exception:
     return struct.error(message)
 
 
-def test_a_live_build_lock_is_respected(tiny_model, clean_dir, tmp_path):
+def test_a_live_build_lock_is_respected(tiny_model, clean_dir, tmp_path, lock_holder):
     from tipsv2_sdk.index.errors import IndexLockedError
 
     out = tmp_path / "out"
     out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
-        import sys, time
-        from tipsv2_sdk.index.lock import WriterLock
-        with WriterLock(sys.argv[1], command="index add"):
-            print("held", flush=True)
-            time.sleep(60)
-    """), str(out)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(IndexLockedError, match=f"being changed by process {holder.pid} \\(index add"):
-            build_index(tiny_model, clean_dir, out, BuildOptions(**OPTS))
-    finally:
-        holder.kill()
-        holder.wait()
+    holder = lock_holder(out)
+    with pytest.raises(IndexLockedError, match=f"being changed by process {holder.pid} \\(index add"):
+        build_index(tiny_model, clean_dir, out, BuildOptions(**OPTS))
+    holder.kill()
+    holder.wait()
     (out / ".lock").write_text('{"pid": 999999999, "host": "x"}')  # what a dead holder left: no lock
     assert build_index(tiny_model, clean_dir, out, BuildOptions(**OPTS)).added == 12
     with WriterLock(out):

@@ -75,49 +75,24 @@ def idx(built, tmp_path):
     return copy
 
 
-class StopAfter:
-    """The model, except that encoding raises after ``calls`` successful chunks (an interrupted run)."""
-
-    def __init__(self, model, calls: int):
-        self._model, self.left = model, calls
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def encode_images(self, *args, **kwargs):
-        if self.left <= 0:
-            raise KeyboardInterrupt("simulated interruption")
-        self.left -= 1
-        return self._model.encode_images(*args, **kwargs)
-
-
-def test_remove_is_refused_while_another_writer_holds_the_lock(idx, tiny_model_dir):
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
-        import sys, time
-        from tipsv2_sdk.index.lock import WriterLock
-        with WriterLock(sys.argv[1], command="index add"):
-            print("held", flush=True)
-            time.sleep(120)
-    """), str(idx)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        before = consistent(idx)
-        one_line_error(run("index", "remove", idx, "--id", 0), f"being changed by process {holder.pid} (index add")
-        extra = Path(before["paths"][0]).parent
-        one_line_error(run("index", "add", idx, extra, "-q"), f"process {holder.pid}")
-        assert consistent(idx) == before  # nothing was written
-    finally:
-        holder.kill()
-        holder.wait()
+def test_remove_is_refused_while_another_writer_holds_the_lock(idx, tiny_model_dir, lock_holder):
+    holder = lock_holder(idx)
+    before = consistent(idx)
+    one_line_error(run("index", "remove", idx, "--id", 0), f"being changed by process {holder.pid} (index add")
+    extra = Path(before["paths"][0]).parent
+    one_line_error(run("index", "add", idx, extra, "-q"), f"process {holder.pid}")
+    assert consistent(idx) == before  # nothing was written
+    holder.kill()
+    holder.wait()
     result = run("index", "remove", idx, "--id", 0)
     assert result.exit_code == 0 and "removed 1 image from" in result.output  # singular
     assert 0 not in consistent(idx)["ids"]
 
 
-def test_an_add_with_other_inputs_does_not_finish_an_interrupted_plan(idx, images, tiny_model):
+def test_an_add_with_other_inputs_does_not_finish_an_interrupted_plan(idx, images, tiny_model, stop_after):
     options = BuildOptions(patches=True, **OPTS)
     with pytest.raises(KeyboardInterrupt):
-        build_index(StopAfter(tiny_model, 1), images / "extra", idx, options, mode="add")
+        build_index(stop_after(tiny_model, 1), images / "extra", idx, options, mode="add")
     before = consistent(idx)
     assert len(before["ids"]) == 6 and any("interrupted" in w and "index add" in w for w in before["warnings"])
     other = idx.parent / "other"
@@ -133,10 +108,10 @@ def test_an_add_with_other_inputs_does_not_finish_an_interrupted_plan(idx, image
     assert len(after["ids"]) == 11 and after["warnings"] == []
 
 
-def test_restart_discards_the_interrupted_plan(idx, images, tiny_model):
+def test_restart_discards_the_interrupted_plan(idx, images, tiny_model, stop_after):
     options = BuildOptions(patches=True, **OPTS)
     with pytest.raises(KeyboardInterrupt):
-        build_index(StopAfter(tiny_model, 1), images / "extra", idx, options, mode="add")
+        build_index(stop_after(tiny_model, 1), images / "extra", idx, options, mode="add")
     other = idx.parent / "other"
     other.mkdir()
     shutil.copy(sorted((images / "extra").iterdir())[0], other / "new.png")

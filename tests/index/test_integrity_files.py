@@ -18,7 +18,6 @@ from click.testing import CliRunner
 
 from tipsv2_sdk.cli.app import cli
 from tipsv2_sdk.index import GlobalIndex, IndexFormatError, merge_indexes
-from tipsv2_sdk.index.builder import BuildOptions, build_index
 from tipsv2_sdk.index.inputs import collect_inputs
 from tipsv2_sdk.index.snapshot import open_snapshot
 

@@ -59,15 +59,8 @@ def test_many_simultaneous_attempts_give_exactly_one_holder(tmp_path):
     assert all(f"process {holder} (contender" in m and "\n" not in m for m in refusals), refusals[:3]
 
 
-def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
-        import sys, time
-        from tipsv2_sdk.index.lock import WriterLock
-        WriterLock(sys.argv[1], command="index add").acquire()
-        print("held", flush=True)
-        time.sleep(120)
-    """), str(tmp_path)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert holder.stdout.readline().strip() == "held"
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path, lock_holder):
+    holder = lock_holder(tmp_path)
     assert read_holder(tmp_path)["pid"] == holder.pid
     with pytest.raises(IndexLockedError, match=f"process {holder.pid}"):
         WriterLock(tmp_path).acquire()

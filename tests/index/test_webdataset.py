@@ -72,38 +72,21 @@ def test_shards_build_skips_the_corrupt_member_and_search_shows_captions(shards,
     assert "image not readable" not in page.read_text() and "data:image/jpeg;base64" in page.read_text()
 
 
-class StopAfter:
-    """The model, except that it stops after ``calls`` encoded chunks (as a killed process would)."""
-
-    def __init__(self, model, calls: int):
-        self._model, self.left, self.calls = model, calls, 0
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-    def encode_images(self, *args, **kwargs):
-        if self.left <= 0:
-            raise KeyboardInterrupt("simulated interruption")
-        self.left -= 1
-        self.calls += 1
-        return self._model.encode_images(*args, **kwargs)
-
-
 def state(out: Path):
     index = GlobalIndex.open(out / "global")
     ids = np.sort(index.ids())
     return ids.tolist(), index.vectors(ids), index.records(ids), index.search(index.vectors(ids[:3]), k=4).ids
 
 
-def test_an_interrupted_build_resumes_per_shard_to_the_same_index(shards, tiny_model, tmp_path):
+def test_an_interrupted_build_resumes_per_shard_to_the_same_index(shards, tiny_model, tmp_path, stop_after):
     inputs = [str(shards / "{00000..00002}.tar")]
     opts = dict(batch_size=2, chunk_size=4, progress=False)  # one chunk per shard of 4
     straight = tmp_path / "straight"
     build_index(tiny_model, inputs, straight, BuildOptions(**opts))
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        build_index(StopAfter(tiny_model, 2), inputs, out, BuildOptions(**opts))
-    again = StopAfter(tiny_model, 99)
+        build_index(stop_after(tiny_model, 2), inputs, out, BuildOptions(**opts))
+    again = stop_after(tiny_model, 99)
     report = build_index(again, inputs, out, BuildOptions(**opts))
     assert report.resumed_chunks == 2 and again.calls == 1  # only the unfinished shard was read and embedded
     a, b = state(straight), state(out)
@@ -125,7 +108,7 @@ def test_member_images_embed_exactly_like_the_same_files(shards, pictures, tiny_
                                   GlobalIndex.open(b / "global").vectors([0, 1, 2, 3]))
 
 
-def test_embed_over_shards_writes_metadata_and_resumes(shards, pictures, tiny_model, tiny_model_dir, tmp_path):
+def test_embed_over_shards_writes_metadata_and_resumes(shards, pictures, tiny_model, tiny_model_dir, tmp_path, stop_after):
     out = tmp_path / "vecs.npy"
     result = run("embed", str(shards / "*.tar"), "-o", out, "-m", tiny_model_dir, "--batch-size", 2, "--json")
     assert result.exit_code == 0, result.output
@@ -139,9 +122,9 @@ def test_embed_over_shards_writes_metadata_and_resumes(shards, pictures, tiny_mo
     records = collect_sources([str(shards / "*.tar")]).paths
     again = tmp_path / "again.npy"
     with pytest.raises(KeyboardInterrupt):
-        embed_records(StopAfter(tiny_model, 1), records, again, batch_size=2, chunk_size=4)
+        embed_records(stop_after(tiny_model, 1), records, again, batch_size=2, chunk_size=4)
     assert work_dir_for(again).is_dir() and not again.exists()
-    model = StopAfter(tiny_model, 99)
+    model = stop_after(tiny_model, 99)
     redo = embed_records(model, records, again, batch_size=2, chunk_size=4)
     assert model.calls == 2 and redo["items"] == doc["items"]
     np.testing.assert_array_equal(np.load(again), vectors)
