@@ -21,13 +21,12 @@ Everything is a pure function of ``(seed, split, index)``; the random stream dif
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .shapes import (CLASS_NAMES, COLORS, SHAPES, SPLITS, TEXTURES, ShapeObject, _a, _background, _draw, _join,
-                     _where)
+from .shapes import (CLASS_NAMES, COLORS, SHAPES, SPLITS, TEXTURES, ShapeObject, ShapesDataset, _a, _background,
+                     _draw, _join, _where)
 
 RADIUS = (0.08, 0.30)  # object radius range in training scenes (fraction of the image side)
 OBJECT_COUNTS = (0, 1, 2, 3, 4)
@@ -159,36 +158,18 @@ def render_rich_scene(seed: int, split: str, index: int, size: int = 112, max_ob
     }
 
 
-class SceneDataset:
+class SceneDataset(ShapesDataset):
     """Map-style (``length`` given) or infinite (``length=None``) dataset of rich scenes."""
-
-    class_names = CLASS_NAMES
 
     def __init__(self, split: str = "train", size: int = 112, seed: int = 0, length: int | None = 10_000,
                  max_objects: int = 4):
-        if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        if size < 14:
-            raise ValueError(f"size={size} is too small; use at least one 14-pixel patch")
         if max_objects < 0:
             raise ValueError(f"max_objects must be >= 0, got {max_objects}")
-        self.split, self.size, self.seed, self.length, self.max_objects = split, size, seed, length, max_objects
+        super().__init__(split, size, seed, length, max_objects)
 
-    def __len__(self) -> int:
-        if self.length is None:
-            raise TypeError("an infinite SceneDataset (length=None) has no len(); iterate it instead")
-        return self.length
-
-    def __getitem__(self, index: int) -> dict:
-        if self.length is not None and not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} examples")
-        return render_rich_scene(self.seed, self.split, int(index), self.size, self.max_objects)
-
-    def __iter__(self) -> Iterator[dict]:
-        index = 0
-        while self.length is None or index < self.length:
-            yield self[index]
-            index += 1
+    @staticmethod
+    def render(seed: int, split: str, index: int, size: int, max_objects: int) -> dict:
+        return render_rich_scene(seed, split, index, size, max_objects)
 
 
 def scene_corpus(n: int = 5000, seed: int = 0, size: int = 56) -> list[str]:

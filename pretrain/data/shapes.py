@@ -203,13 +203,18 @@ class ShapesDataset:
 
     def __len__(self) -> int:
         if self.length is None:
-            raise TypeError("an infinite ShapesDataset (length=None) has no len(); iterate it instead")
+            raise TypeError(f"an infinite {type(self).__name__} (length=None) has no len(); iterate it instead")
         return self.length
 
     def __getitem__(self, index: int) -> dict:
         if self.length is not None and not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.length} examples")
-        return render_scene(self.seed, self.split, int(index), self.size, self.max_objects)
+        return self.render(self.seed, self.split, int(index), self.size, self.max_objects)
+
+    @staticmethod
+    def render(seed: int, split: str, index: int, size: int, max_objects: int) -> dict:
+        """One example; subclasses draw other scenes with the same indexing and splits."""
+        return render_scene(seed, split, index, size, max_objects)
 
     def __iter__(self) -> Iterator[dict]:
         index = 0
