@@ -1,12 +1,10 @@
 """Tiny DPT models and official-layout checkpoints for the dense tests (no downloads, seconds to build).
 
-The tests run with ``--import-mode=importlib``, so sibling modules are loaded by path (``sibling``).
+``tests/core`` is on pytest's ``pythonpath`` (pyproject.toml), so test modules import this one by name.
 """
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +16,6 @@ HEAD_NAMES = {"depth": "pixel_depth_classif", "normals": "pixel_normals", "segme
 OUTPUTS = {"depth": BINS, "normals": 3, "segmentation": CLASSES}
 
 
-def sibling(name: str):
-    """Import ``tests/core/<name>.py`` (once per process)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def tiny_spec():
     """A registry spec with the B/14 layout at test size (4 blocks, so four distinct DPT stages)."""
     from tipsv2_sdk.registry import tiny_spec as shrink
@@ -38,7 +25,8 @@ def tiny_spec():
 
 def write_official(directory: Path, seed: int = 0) -> dict[str, Path]:
     """Random official-layout files: ``vision`` (.npz) and one Scenic decoder per task (``.zip`` as released)."""
-    ref = sibling("dpt_reference")
+    import dpt_reference as ref
+
     directory.mkdir(parents=True, exist_ok=True)
     paths = {"vision": directory / "tips_v2_tiny_vision.npz"}
     np.savez(paths["vision"], **ref.random_vision(WIDTH, DEPTH, GRID, seed=seed))

@@ -1,7 +1,6 @@
 """``tipsv2 depth``, ``tipsv2 normals``, ``tipsv2 segment --dpt`` and ``tipsv2 convert --dpt`` with CliRunner."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,18 +11,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+import dense_fixtures as fx  # tests/core is on pytest's pythonpath
 
-def _sibling(name: str):
-    if name not in sys.modules:  # --import-mode=importlib: sibling modules are loaded by path
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-fx = _sibling("dense_fixtures")
-
-from tipsv2_sdk.cli.app import cli  # noqa: E402
+from tipsv2_sdk.cli.app import cli
 
 NAMES = ["wall", "floor", "sky", "tree", "road"]
 

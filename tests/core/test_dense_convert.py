@@ -1,30 +1,18 @@
 """Converting the official DPT decoders: parity with a reference forward, refusals, partial conversions."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import dense_fixtures as fx  # tests/core is on pytest's pythonpath
+import dpt_reference as ref
 
-def _sibling(name: str):
-    if name not in sys.modules:  # --import-mode=importlib: sibling modules are loaded by path
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-fx = _sibling("dense_fixtures")
-ref = fx.sibling("dpt_reference")
-
-import tipsv2_sdk as tips  # noqa: E402
-from tipsv2_sdk.convert.dpt import dpt_layers  # noqa: E402
-from tipsv2_sdk.errors import CheckpointError, TipsV2Error  # noqa: E402
+import tipsv2_sdk as tips
+from tipsv2_sdk.convert.dpt import dpt_layers
+from tipsv2_sdk.errors import CheckpointError, TipsV2Error
 
 # Max abs diff to the float64 reference: the model run in float64 (structure and layout: measured
 # ~5e-14), and as used, in float32 (measured up to 3.7e-5 on depths of up to 9 m; docs/dense.md).

@@ -10,28 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import importlib.util
 import os
 import re
 import shlex
-import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import dense_fixtures as fx  # tests/core is on pytest's pythonpath
 
-def _sibling(name: str):
-    if name not in sys.modules:  # --import-mode=importlib: sibling modules are loaded by path
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-fx = _sibling("dense_fixtures")
-
-from tipsv2_sdk.cli.app import cli  # noqa: E402
+from tipsv2_sdk.cli.app import cli
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "dense.md"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)

@@ -1,11 +1,9 @@
 """``tips.load_dense`` and ``DenseModel`` on tiny DPT directories written by transformers itself."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,21 +11,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import dense_fixtures as fx  # tests/core is on pytest's pythonpath
 
-def _sibling(name: str):
-    if name not in sys.modules:  # --import-mode=importlib: sibling modules are loaded by path
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-fx = _sibling("dense_fixtures")
-
-import tipsv2_sdk as tips  # noqa: E402
-from tipsv2_sdk.dense_model import _resize  # noqa: E402
-from tipsv2_sdk.errors import CheckpointError, ImageLoadError, UnknownModelError  # noqa: E402
-from tipsv2_sdk.images import pil_to_pixels  # noqa: E402
+import tipsv2_sdk as tips
+from tipsv2_sdk.dense_model import _resize
+from tipsv2_sdk.errors import CheckpointError, ImageLoadError, UnknownModelError
+from tipsv2_sdk.images import pil_to_pixels
 
 
 @pytest.fixture(scope="module")
