@@ -113,17 +113,79 @@ def test_clear_4xx_errors(running):
 
 def test_clip_retrieval_endpoints(running, serve_images):
     assert call(running.url + "/indices-list") == (200, ["photos"])
-    body = {"text": "a dog", "image": None, "image_url": None, "embedding_input": None, "deduplicate": True,
+    # every field ClipClient posts; deduplicate is off: the random tiny model's vectors are all near copies
+    body = {"text": "a dog", "image": None, "image_url": None, "embedding_input": None, "deduplicate": False,
             "use_safety_model": True, "use_violence_detector": True, "indice_name": "photos", "use_mclip": False,
             "aesthetic_score": 9, "aesthetic_weight": 0.5, "modality": "image", "num_images": 3, "num_result_ids": 3}
     status, hits = call(running.url + "/knn-service", body, content_type=None)  # no JSON content type
     assert status == 200 and len(hits) == 3
     assert {"id", "similarity", "url", "image_path"} <= set(hits[0])
+    status, deduped = call(running.url + "/knn-service", {**body, "deduplicate": True})
+    assert status == 200 and 1 <= len(deduped) <= 3 and deduped[0] == hits[0]
     image = sorted(serve_images.iterdir())[1]
     status, hits = call(running.url + "/knn-service", {**body, "text": None, "image": b64(image), "num_images": 2})
-    assert status == 200 and hits[0]["url"].endswith(image.name)
+    assert status == 200 and hits[0]["image_path"].endswith(image.name)
+    assert hits[0]["url"] == f"{running.url}/v1/image/photos/{hits[0]['id']}"  # where this server serves it
     status, meta = call(running.url + "/metadata", {"ids": [hits[0]["id"]], "indice_name": "photos"})
-    assert status == 200 and meta[0]["id"] == hits[0]["id"] and meta[0]["metadata"]["url"].endswith(image.name)
+    assert status == 200 and meta == [{"id": hits[0]["id"], "metadata": {"url": hits[0]["url"],
+                                                                           "image_path": hits[0]["image_path"]}}]
+    assert call(running.url + "/metadata", {"ids": [], "indice_name": "photos"}) == (200, [])
+
+
+def test_knn_service_num_images_and_num_result_ids(running):
+    """Like clip-retrieval's back end: num_result_ids neighbours, metadata on the first num_images only
+    (the front end fetches the rest through /metadata)."""
+    base = {"text": "a dog", "modality": "image", "indice_name": "photos", "deduplicate": False}
+    status, full = call(running.url + "/knn-service", {**base, "num_images": 6})
+    assert status == 200 and len(full) == 6
+    status, hits = call(running.url + "/knn-service", {**base, "num_images": 2, "num_result_ids": 6})
+    assert status == 200 and [h["id"] for h in hits] == [h["id"] for h in full]
+    assert hits[:2] == full[:2] and all(set(h) == {"id", "similarity"} for h in hits[2:])
+    status, meta = call(running.url + "/metadata", {"ids": [h["id"] for h in hits[2:]], "indice_name": "photos"})
+    assert status == 200
+    assert [{**m["metadata"], "id": m["id"], "similarity": h["similarity"]} for m, h in zip(meta, hits[2:])] == full[2:]
+    status, capped = call(running.url + "/knn-service", {**base, "num_images": 3, "num_result_ids": 10 ** 6})
+    assert status == 200 and len(capped) == 8  # a huge num_result_ids is capped, not refused
+
+
+def test_knn_service_errors_name_the_field(running):
+    url = running.url + "/knn-service"
+    base = {"text": "a dog", "modality": "image", "num_images": 3}
+    for change, status, words in [({"modality": "text"}, 400, "caption embeddings"),
+                                  ({"modality": "video"}, 400, "modality must be"),
+                                  ({"num_images": 0}, 400, "num_images must be between"),
+                                  ({"num_images": "many"}, 400, "num_images must be an integer"),
+                                  ({"num_result_ids": "all"}, 400, "num_result_ids must be an integer"),
+                                  ({"text": None}, 400, "embedding_input"),
+                                  ({"text": None, "image_url": "http://127.0.0.1:1/x.png"}, 403, "--allow-image-url"),
+                                  ({"text": None, "embedding_input": "0.1,0.2"}, 400, "list of"),
+                                  ({"text": None, "embedding_input": [1, 2, 3]}, 400, "has 3 numbers"),
+                                  ({"indice_name": "nope"}, 404, "no index named")]:
+        got = call(url, {**base, **change})
+        assert got[0] == status and words in got[1]["error"], (change, got)
+    assert call(url, b"{not json", content_type=None)[0] == 400
+    assert call(running.url + "/metadata", {"ids": "1,2"})[0] == 400
+    assert call(running.url + "/metadata", {"ids": [1.5]})[0] == 400
+
+
+def test_deduplicate_keeps_the_best_ranked_of_each_group_of_near_copies():
+    from types import SimpleNamespace
+
+    from tipsv2_sdk.index.server.clip_compat import deduplicated
+
+    a = np.array([1.0, 0.0, 0.0])
+    b = np.array([0.0, 1.0, 0.0])
+    turn = lambda v, w, t: np.cos(t) * v + np.sin(t) * w  # noqa: E731 - v rotated towards w by t radians
+    vectors = {1: a, 2: turn(a, b, 0.3), 3: b, 4: turn(a, b, 0.15), 5: turn(b, np.array([0, 0, 1.0]), 0.3),
+               6: turn(a, b, 0.6)}  # cos(0.3) = 0.955 >= 0.94 > cos(0.45) = 0.90
+    glob = SimpleNamespace(vectors=lambda ids: np.stack([vectors[i] for i in ids]))
+    hits = [{"id": i, "score": 1.0 - i / 10} for i in (1, 3, 2, 4, 5, 6)]
+    kept = deduplicated(SimpleNamespace(glob=glob), hits)
+    # 1 ~ 4 ~ 2 ~ 6 (a chain: 1 and 6 are 0.6 rad apart) is one group led by 1; 3 ~ 5 another led by 3
+    assert [h["id"] for h in kept] == [1, 3]
+    hits = [{"id": i, "score": 0.5} for i in (2, 3)]
+    assert deduplicated(SimpleNamespace(glob=glob), hits) == hits
+    assert deduplicated(SimpleNamespace(glob=None), hits) == hits  # no global vectors: answered as is
 
 
 def test_page_and_openapi(running):
