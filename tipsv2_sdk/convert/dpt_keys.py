@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CheckpointError
+from .keys import raise_key_problems
 from .npz import NpzCheckpoint
 
 TASKS = ("depth", "normals", "segmentation")
@@ -39,7 +40,6 @@ HEADS = {
 }
 REGRESSION_HEAD = "pixel_depth_regress"
 NUM_STAGES = 4  # transformers' reassemble factors (4, 2, 1, 0.5) fix four stages
-_MAX_LISTED = 12
 
 
 @dataclass(frozen=True)
@@ -192,12 +192,6 @@ def source_shape(target_shape: Sequence[int], kind: str) -> tuple[int, ...]:
     return s
 
 
-def _listed(items: Sequence[str]) -> str:
-    items = list(items)
-    more = f" (and {len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-    return ", ".join(items[:_MAX_LISTED]) + more
-
-
 def check_decoder_keys(ckpt: NpzCheckpoint, rules: Sequence[KernelRule],
                        target_shapes: Mapping[str, tuple[int, ...]], where: str) -> None:
     """Refuse a decoder checkpoint whose keys or shapes differ from ``rules``; every problem is named.
@@ -215,15 +209,7 @@ def check_decoder_keys(ckpt: NpzCheckpoint, rules: Sequence[KernelRule],
             actual = tuple(ckpt.shape(keys[rule.source]))
             if actual != expected:
                 wrong.append(f"{keys[rule.source]} {actual} (expected {expected})")
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listed(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shapes: {_listed(wrong)}")
-    if problems:
-        raise CheckpointError(f"{where}: " + "; ".join(problems))
+    raise_key_problems(where, missing, unexpected, wrong)
 
 
 def read_decoder_arrays(ckpt: NpzCheckpoint, rules: Sequence[KernelRule]) -> dict[str, np.ndarray]:

@@ -109,6 +109,19 @@ def _listed(keys: Sequence[str]) -> str:
     return shown + (f" (and {len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
 
 
+def raise_key_problems(where: str, missing: Sequence[str], unexpected: Sequence[str], wrong: Sequence[str]) -> None:
+    """One ``CheckpointError`` naming every missing, unexpected and wrongly shaped key (if any)."""
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_listed(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_listed(unexpected)}")
+    if wrong:
+        problems.append(f"wrong shapes: {_listed(wrong)}")
+    if problems:
+        raise CheckpointError(f"{where}: " + "; ".join(problems))
+
+
 def check_keys(
     rules: Sequence[Rule],
     source_shapes: Mapping[str, tuple[int, ...]],
@@ -138,12 +151,4 @@ def check_keys(
             expected = expected_shape(rule, target_shapes)
             if tuple(source_shapes[rule.source]) != expected:
                 wrong.append(f"{rule.source} {tuple(source_shapes[rule.source])} (expected {expected})")
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_listed(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_listed(unexpected)}")
-    if wrong:
-        problems.append(f"wrong shapes: {_listed(wrong)}")
-    if problems:
-        raise CheckpointError(f"{where}: " + "; ".join(problems))
+    raise_key_problems(where, missing, unexpected, wrong)
