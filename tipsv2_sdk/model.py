@@ -260,6 +260,17 @@ class TipsV2:
             skipped=skipped,
         )
 
+    def encode_images_native(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = 16,
+                             max_side: int | None = None, progress: bool = True, **kwargs):
+        """Encode images at their own aspect ratio (longer side <= ``max_side``), batched by size.
+
+        Returns ``NativeEmbeddings`` (one patch grid per image) in input order; see
+        ``tipsv2_sdk.native_size``. Keyword arguments as in ``encode_images``.
+        """
+        from .native_size import encode_native
+
+        return encode_native(self, images, batch_size=batch_size, max_side=max_side, progress=progress, **kwargs)
+
     def set_encoding(self, precision: str = "fp32", compile: bool = False, threads: int | None = None) -> "TipsV2":
         """Defaults for the ``precision``/``compile``/``threads`` of later ``encode_*`` calls that leave them unset.
 
