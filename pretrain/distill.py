@@ -171,9 +171,7 @@ class DistillObjective(nn.Module):
             raise ValueError(f"teacher and student patch grids differ ({teacher.shape[1] - self.teacher_prefix} "
                              f"vs {full.shape[1] - self.prefix} tokens)")
         if cfg.use_clip:
-            clip1, clip2 = contrastive_terms(self.model, self.clip_loss, full, batch)
-            total = total + cfg.clip_weight * (clip1 + clip2)
-            values.update(clip_cls1=clip1, clip_cls2=clip2, temperature=self.model.temperature)
+            total = total + cfg.clip_weight * contrastive_terms(self.model, self.clip_loss, full, batch, values)
         if cfg.use_dino:
             with torch.no_grad():
                 t_logits = self.teacher_heads.cls_head()(teacher[:, 0])

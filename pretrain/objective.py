@@ -149,12 +149,17 @@ def example_masks(batch: dict[str, torch.Tensor], step: int, seed: int, grid: tu
 
 
 def contrastive_terms(model: Tipsv2Model, loss: ContrastiveLoss, tokens: torch.Tensor,
-                      batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_CLIP(CLS1, alt-text), L_CLIP(CLS2, caption)) from image ``tokens`` (B, 2+N, D)."""
+                      batch: dict[str, torch.Tensor], values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """L_CLIP(CLS1, alt-text) + L_CLIP(CLS2, caption) from image ``tokens`` (B, 2+N, D).
+
+    Both terms and the temperature are logged into ``values`` (``clip_cls1``, ``clip_cls2``).
+    """
     alt = model.text_model(input_ids=batch["alt_input_ids"], attention_mask=batch["alt_attention_mask"])
     cap = model.text_model(input_ids=batch["caption_input_ids"], attention_mask=batch["caption_attention_mask"])
-    return (loss(tokens[:, 0], alt.pooler_output, model.temperature),
-            loss(tokens[:, 1], cap.pooler_output, model.temperature))
+    clip1 = loss(tokens[:, 0], alt.pooler_output, model.temperature)
+    clip2 = loss(tokens[:, 1], cap.pooler_output, model.temperature)
+    values.update(clip_cls1=clip1, clip_cls2=clip2, temperature=model.temperature)
+    return clip1 + clip2
 
 
 def decay_groups(named: list[tuple[str, nn.Parameter]], weight_decay: float) -> list[dict]:
@@ -286,10 +291,8 @@ class TipsV2Objective(nn.Module):
         teacher = self.teacher_tokens(images, full) if self_distill else None
 
         if cfg.use_clip:
-            clip1, clip2 = contrastive_terms(self.model, self.clip_loss, masked if cfg.clip_on_masked_view else full,
-                                             batch)
-            total = total + cfg.clip_weight * (clip1 + clip2)
-            values.update(clip_cls1=clip1, clip_cls2=clip2, temperature=self.model.temperature)
+            tokens = masked if cfg.clip_on_masked_view else full
+            total = total + cfg.clip_weight * contrastive_terms(self.model, self.clip_loss, tokens, batch, values)
         if cfg.use_dino:
             with torch.no_grad():
                 t_logits = self.teacher_heads.cls_head()(teacher[:, 0])
