@@ -87,12 +87,18 @@ def recall_at(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / len(t) for f, t in zip(found, truth)]))
 
 
-def exact_topk(base: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+def exact_topk(base: np.ndarray, queries: np.ndarray, k: int, chunk: int = 100_000) -> np.ndarray:
+    """Exact top-``k`` ids by inner product, scanning ``base`` in chunks (no second copy of it)."""
     import faiss
 
-    flat = faiss.IndexFlatIP(base.shape[1])
-    flat.add(base)
-    return flat.search(queries, k)[1]
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    for start in range(0, len(base), chunk):
+        s, i = faiss.knn(queries, np.ascontiguousarray(base[start : start + chunk]), k, metric=faiss.METRIC_INNER_PRODUCT)
+        s, i = np.concatenate([best_s, s], 1), np.concatenate([best_i, i + start], 1)
+        keep = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        best_s, best_i = np.take_along_axis(s, keep, 1), np.take_along_axis(i, keep, 1)
+    return best_i
 
 
 def index_file_bytes(path: Path, pattern: str) -> int:
@@ -120,7 +126,8 @@ def bench_global(n: int, nq: int, d: int, configs, workdir: Path, clock: Clock) 
     base = space.sample(n, seed=10)
     queries = space.sample(nq, seed=11)
     truth = exact_topk(base, queries, 10)
-    print(f"# global n={n}: data + exact ground truth {time.perf_counter() - t:.1f}s", flush=True)
+    print(f"# global n={n}: data + exact ground truth (chunked) {time.perf_counter() - t:.1f}s; "
+          f"peak RSS so far {peak_rss_gib():.1f} GiB (float32 vectors {base.nbytes / 2**30:.1f} GiB)", flush=True)
     rows = []
     for label, kwargs, variants in configs:
         if clock.left() < 30:
@@ -144,16 +151,58 @@ def bench_global(n: int, nq: int, d: int, configs, workdir: Path, clock: Clock) 
                 "qps": qps, "build_s": build, "bytes_per_vector": faiss_bytes / n,
                 "flat_fraction": faiss_bytes / (4 * d * n),
                 "expected_recall": index.manifest.choice.get("expected_recall"),
-                "search": {**index.manifest.search_params, **search_kw},
+                "search": {**index.manifest.search_params, **search_kw}, "peak_rss_gib": peak_rss_gib(),
             })
             print(_global_line(rows[-1]), flush=True)
         shutil.rmtree(path, ignore_errors=True)
-    if clock.left() >= 30:
-        row = bench_autofaiss(base, queries, truth, 4 * d * n // 8, workdir / f"af{n}")
+    if clock.left() >= 30 and AUTOFAISS_LIMIT_S > 0:
+        row = autofaiss_limited(base, queries, truth, 4 * d * n // 8, workdir / f"af{n}", min(AUTOFAISS_LIMIT_S, clock.left()))
         if row is not None:
             rows.append(row)
             print(_global_line(row), flush=True)
     return rows
+
+
+AUTOFAISS_LIMIT_S = 1800.0  # wall-clock limit of the autofaiss contender (--autofaiss-limit)
+
+
+def peak_rss_gib(children: bool = False) -> float:
+    """Peak resident memory of this process (or of its finished children) so far, GiB."""
+    import resource
+
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 2**20  # Linux reports KiB
+
+
+def autofaiss_limited(base, queries, truth, budget: int, workdir: Path, limit_s: float) -> dict | None:
+    """``bench_autofaiss`` in a forked child stopped after ``limit_s`` seconds (its own index
+    choice may train for hours on one core); a stopped run becomes a row saying so. The child's
+    peak RSS is its own (the vectors are shared copy-on-write with the parent)."""
+    import json
+    import multiprocessing as mp
+
+    out = workdir.with_suffix(".json")
+
+    def child() -> None:
+        row = bench_autofaiss(base, queries, truth, budget, workdir)
+        if row is not None:
+            row["peak_rss_gib"] = peak_rss_gib()
+        out.write_text(json.dumps(row))
+
+    proc = mp.get_context("fork").Process(target=child)
+    t = time.perf_counter()
+    proc.start()
+    proc.join(limit_s)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join()
+        shutil.rmtree(workdir, ignore_errors=True)
+        return {"n": len(base), "config": "autofaiss build_index, budget = flat/8",
+                "skipped": f"build did not finish within {limit_s:.0f} s on one core"}
+    row = json.loads(out.read_text()) if out.exists() else None
+    if row is not None and "skipped" not in row:
+        row["build_s"] = row.get("build_s", time.perf_counter() - t)
+    return row
 
 
 def bench_autofaiss(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, budget: int, workdir: Path) -> dict | None:
@@ -208,13 +257,14 @@ def bench_autofaiss(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, bu
 
 def _global_line(r: dict) -> str:
     if "skipped" in r:
-        return f"| {r['n']:,} | {r['config']} | skipped ({r['skipped']}) | | | | | |"
+        return f"| {r['n']:,} | {r['config']} | skipped ({r['skipped']}) | | | | | | |"
     params = ", ".join(f"{k}={v}" for k, v in sorted(r["search"].items()) if v is not None)
     return (f"| {r['n']:,} | {r['config']} | `{r['factory']}` ({params}) | {r['recall@10']:.3f} | {r['qps']:.0f} | "
-            f"{r['build_s']:.1f} | {r['bytes_per_vector']:.0f} | 1/{1 / r['flat_fraction']:.1f} |")
+            f"{r['build_s']:.1f} | {r['bytes_per_vector']:.0f} | 1/{1 / r['flat_fraction']:.1f} | "
+            f"{r.get('peak_rss_gib', float('nan')):.1f} |")
 
 
-def global_configs(n: int, d: int, quick: bool):
+def global_configs(n: int, d: int, quick: bool, only: str | None = None):
     """(label, GlobalIndex.create arguments, [(label suffix, search arguments), ...])."""
     flat_bytes = 4 * d * n
     budget = {"memory_budget": flat_bytes // 8}
@@ -225,6 +275,11 @@ def global_configs(n: int, d: int, quick: bool):
     if not quick:
         configs.append(("IVF-Flat", {"factory": f"IVF{_pow2(4 * np.sqrt(n))},Flat"}, [("", {})]))
     configs.append(("auto, default budget (2 GiB)", {}, [("", {})]))  # HNSW up to 1M: slowest to build
+    if only:  # --global-configs flat,auto8,ivfflat,default
+        keys = {"flat": "exact (Flat)", "auto8": "auto, budget = flat/8", "ivfflat": "IVF-Flat",
+                "default": "auto, default budget (2 GiB)"}
+        by_label = {c[0]: c for c in configs}
+        configs = [by_label[keys[k.strip()]] for k in only.split(",")]  # in the order given
     return configs
 
 
@@ -302,6 +357,7 @@ def machine() -> str:
 
 
 def main() -> None:
+    global AUTOFAISS_LIMIT_S
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes; finishes in under a minute")
     parser.add_argument("--global-sizes", default=None, help="comma-separated collection sizes")
@@ -311,11 +367,15 @@ def main() -> None:
     parser.add_argument("--patch-queries", type=int, default=None)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--time-cap", type=float, default=None, help="seconds for the whole run")
+    parser.add_argument("--global-configs", default=None, help="subset of flat,auto8,ivfflat,default")
+    parser.add_argument("--autofaiss-limit", type=float, default=1800.0, help="seconds (0: skip autofaiss)")
+    parser.add_argument("--skip-patch", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads (1: fair on a shared machine)")
     args = parser.parse_args()
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
+    AUTOFAISS_LIMIT_S = args.autofaiss_limit
     quick = args.quick
     sizes = [int(s) for s in (args.global_sizes or ("20000" if quick else "100000,1000000")).split(",")]
     nq = args.queries or (100 if quick else 1000)
@@ -328,13 +388,13 @@ def main() -> None:
         images = args.patch_images or (300 if quick else 2000)
         grid = args.patch_grid or (8 if quick else 16)
         header = ("\n| vectors | configuration | FAISS index (search params) | recall@10 | QPS | build s | "
-                  "bytes/vector | of flat |\n|---|---|---|---|---|---|---|---|")
+                  "bytes/vector | of flat | peak RSS GiB |\n|---|---|---|---|---|---|---|---|---|")
         print(header)
-        bench_global(sizes[0], nq, args.dim, global_configs(sizes[0], args.dim, quick), workdir, clock)
+        bench_global(sizes[0], nq, args.dim, global_configs(sizes[0], args.dim, quick, args.global_configs), workdir, clock)
         print("\n| images x patches = vectors | FAISS index | queries | recall@10 (two-stage vs exhaustive) | "
               "p50 / p95 ms | exhaustive p50 ms | build s | FAISS memory | stored fp16 |")
         print("|---|---|---|---|---|---|---|---|---|")
-        for kwargs in ({}, {"pooling": 2}):
+        for kwargs in () if args.skip_patch else ({}, {"pooling": 2}):
             if clock.left() < 20:
                 print(f"| {kwargs or 'auto'}: skipped (time cap) |")
                 continue
@@ -342,7 +402,7 @@ def main() -> None:
         if sizes[1:]:
             print(header)
         for n in sizes[1:]:
-            bench_global(n, nq, args.dim, global_configs(n, args.dim, quick), workdir, clock)
+            bench_global(n, nq, args.dim, global_configs(n, args.dim, quick, args.global_configs), workdir, clock)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"\ntotal {time.perf_counter() - clock.start:.0f}s")
