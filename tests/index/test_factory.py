@@ -106,12 +106,13 @@ def test_search_depth_is_calibrated_on_the_index_itself(tmp_path, vec):
     choice = index.manifest.choice
     assert choice["measured_recall"] >= tuning.TARGET_RECALL["global"] + tuning.MARGIN
     assert f"nprobe={nprobe}" in choice["calibration"]
-    # the depth is the smallest that reaches the target
-    queries, own = index._calibration_queries()
-    _, truth = tuning.exact_neighbours(queries, [(np.arange(4000), index.vectors(np.arange(4000)))], 11)
+    # the depth is the smallest that reaches the target on the held-out (near and far) query sets
+    queries, own, truth, fetch, owner, labels = tuning.held_out_queries(index)
+    assert len(queries) == 2 * tuning.SAMPLE["global"] and set(labels.tolist()) == {0, 1}
     if nprobe > 1:
-        found = index.search(queries, 11, nprobe=nprobe // 2).ids
-        assert tuning.self_recall(found, truth, own) < tuning.TARGET_RECALL["global"] + tuning.MARGIN
+        _, reached = tuning.calibrate("nprobe", [nprobe // 2], index._calibration_search, queries, own, truth,
+                                      tuning.TARGET_RECALL["global"] + tuning.MARGIN, fetch=fetch, groups=labels)
+        assert reached < tuning.TARGET_RECALL["global"] + tuning.MARGIN
     hnsw = GlobalIndex.create(tmp_path / "h", dim=32, factory="HNSW16")
     hnsw.add(x)
     hnsw.save()
