@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +28,7 @@ import numpy as np
 from .embeddings import SkippedImage
 from .errors import CheckpointError, ImageLoadError, UnknownModelError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, load_pixels, pil_to_pixels
+from .prefetch import prefetched
 
 if TYPE_CHECKING:
     import torch
@@ -255,15 +254,7 @@ def decoded_batches(images: Sequence[ImageInput], size: int, batch_size: int, on
                 raise
             return i, None, None, SkippedImage(i, exc.source, exc.reason)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures: deque = deque()
-        submitted = 0
-        for start in range(0, len(images), batch_size):
-            stop = min(start + batch_size, len(images))
-            while submitted < min(len(images), stop + batch_size):
-                futures.append(pool.submit(decode, submitted))
-                submitted += 1
-            yield [futures.popleft().result() for _ in range(stop - start)]
+    yield from prefetched(decode, len(images), batch_size, max(1, workers))
 
 
 def as_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:

@@ -6,11 +6,9 @@ normalisation and the numpy outputs described in the public API.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 import json
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +21,7 @@ from .embeddings import ImageEmbeddings, SkippedImage, l2_normalize
 from .errors import ImageLoadError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_pixels
 from .fingerprint import ModelFingerprint, short_fingerprint
+from .prefetch import prefetched
 
 if TYPE_CHECKING:
     from transformers import Tipsv2Model
@@ -174,20 +173,8 @@ class TipsV2:
             pixels = np.stack([px for _, px in ok]) if ok else np.zeros((0, 3, size, size), np.float32)
             return pixels, [i for i, _ in ok], skipped
 
-        if workers < 1:
-            for start in range(0, len(images), batch_size):
-                yield batch([decode(i) for i in range(start, min(start + batch_size, len(images)))])
-            return
-        # At most two batches are decoded ahead, so memory stays bounded on huge inputs.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures: deque = deque()
-            submitted = 0
-            for start in range(0, len(images), batch_size):
-                stop = min(start + batch_size, len(images))
-                while submitted < min(len(images), stop + batch_size):
-                    futures.append(pool.submit(decode, submitted))
-                    submitted += 1
-                yield batch([futures.popleft().result() for _ in range(stop - start)])
+        for chunk in prefetched(decode, len(images), batch_size, workers):
+            yield batch(chunk)
 
     @torch.inference_mode()
     def encode_images(
