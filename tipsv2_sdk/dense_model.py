@@ -16,13 +16,14 @@ import torch.nn.functional as F
 from .dense import TASKS, DensePrediction, DenseResults, as_list, decoded_batches
 from .embeddings import SkippedImage
 from .images import DEFAULT_MAX_PIXELS, ImageInput, describe
+from .wrapped_model import WrappedModel
 
 # Segmentation logits are resized this many classes at a time, so a 150-class map of a large
 # photo never needs all 150 full-resolution planes at once.
 _CLASS_CHUNK = 16
 
 
-class DenseModel:
+class DenseModel(WrappedModel):
     """A TIPSv2 DPT model (one transformers ``Tipsv2Dpt*`` module) with numpy in and out."""
 
     def __init__(self, hf_model: torch.nn.Module, tasks: Sequence[str], name: str = "tipsv2-dpt",
@@ -57,25 +58,6 @@ class DenseModel:
             return []
         id2label = self.config.id2label
         return [str(id2label.get(i, i)) for i in range(self.config.num_labels)]
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.hf_model.parameters()).dtype
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "DenseModel":
-        self.hf_model.to(device=device, dtype=dtype)
-        return self
-
-    def check_image_size(self, image_size: int | None) -> int:
-        """Resolve ``None`` to the model's size and refuse sizes that are not multiples of the patch."""
-        size = self.image_size if image_size is None else int(image_size)
-        if size <= 0 or size % self.patch_size:
-            raise ValueError(f"image_size={size} is not a positive multiple of the patch size {self.patch_size}")
-        return size
 
     def _check_tasks(self, tasks: Sequence[str] | None) -> tuple[str, ...]:
         if tasks is None:

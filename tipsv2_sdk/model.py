@@ -22,6 +22,7 @@ from .errors import ImageLoadError
 from .images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_pixels
 from .fingerprint import ModelFingerprint, short_fingerprint
 from .prefetch import prefetched
+from .wrapped_model import WrappedModel
 
 if TYPE_CHECKING:
     from transformers import Tipsv2Model
@@ -40,7 +41,7 @@ class VisionTokens:
     patches: torch.Tensor  # (B, h, w, D)
 
 
-class TipsV2:
+class TipsV2(WrappedModel):
     """A loaded TIPS / TIPSv2 model. Build it with ``tipsv2_sdk.load``."""
 
     def __init__(
@@ -90,14 +91,6 @@ class TipsV2:
         return 1 + int(self.vision_config.num_register_tokens)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.hf_model.parameters()).dtype
-
-    @property
     def weights_fingerprint(self) -> str:
         """SHA-256 of the weights as saved (lowercase hex); see ``tipsv2_sdk.fingerprint``.
 
@@ -121,17 +114,6 @@ class TipsV2:
         vision = sum(p.numel() for p in self.hf_model.vision_model.parameters())
         text = sum(p.numel() for p in self.hf_model.text_model.parameters())
         return {"vision": vision, "text": text, "total": vision + text + 1}
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "TipsV2":
-        self.hf_model.to(device=device, dtype=dtype)
-        return self
-
-    def check_image_size(self, image_size: int | None) -> int:
-        """Resolve ``None`` to the model's size and refuse sizes that are not multiples of the patch."""
-        size = self.image_size if image_size is None else int(image_size)
-        if size <= 0 or size % self.patch_size:
-            raise ValueError(f"image_size={size} is not a positive multiple of the patch size {self.patch_size}")
-        return size
 
     # ------------------------------------------------------------------ vision
     def vision_tokens(self, pixel_values: torch.Tensor, bool_masked_pos: torch.Tensor | None = None) -> VisionTokens:
