@@ -144,13 +144,7 @@ def load_pixels(source: ImageInput, size: int, max_pixels: int = DEFAULT_MAX_PIX
     if isinstance(source, np.ndarray):
         return pil_to_pixels(array_to_pil(source, name), size)
     if hasattr(source, "detach") and hasattr(source, "cpu"):  # torch.Tensor, without importing torch here
-        chw = source.detach().cpu().float().numpy()
-        if chw.ndim != 3 or chw.shape[0] not in (1, 3):
-            raise ImageLoadError(name, f"tensor of shape {tuple(chw.shape)} is not CHW with 1 or 3 channels")
-        if chw.shape[0] == 1:
-            chw = np.repeat(chw, 3, axis=0)
-        if chw.min(initial=0.0) < -1e-3 or chw.max(initial=0.0) > 1.0 + 1e-3:
-            raise ImageLoadError(name, "tensor values must lie in [0, 1] (TIPS uses no mean/std normalisation)")
+        chw = tensor_chw(source, name)
         if chw.shape[1:] == (size, size):
             return np.ascontiguousarray(chw, dtype=np.float32)
         return np.clip(_resize_float_chw(chw, size), 0.0, 1.0)
@@ -160,3 +154,13 @@ def load_pixels(source: ImageInput, size: int, max_pixels: int = DEFAULT_MAX_PIX
 def is_image_path(path: str | os.PathLike) -> bool:
     """True when the file name has a known image suffix (content is checked only when decoding)."""
     return os.fspath(path).lower().endswith(IMAGE_SUFFIXES)
+
+
+def tensor_chw(source: Any, name: str) -> np.ndarray:
+    """A torch CHW tensor in [0, 1] (1 or 3 channels) as a float32 (3, H, W) array; refuses anything else."""
+    chw = source.detach().cpu().float().numpy()
+    if chw.ndim != 3 or chw.shape[0] not in (1, 3) or chw.shape[1] < 1 or chw.shape[2] < 1:
+        raise ImageLoadError(name, f"tensor of shape {tuple(chw.shape)} is not CHW with 1 or 3 channels")
+    if chw.min() < -1e-3 or chw.max() > 1.0 + 1e-3:
+        raise ImageLoadError(name, "tensor values must lie in [0, 1] (TIPS uses no mean/std normalisation)")
+    return np.repeat(chw, 3, axis=0) if chw.shape[0] == 1 else chw

@@ -18,15 +18,14 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from .embeddings import SkippedImage
 from .errors import ImageLoadError
-from .images import DEFAULT_MAX_PIXELS, ImageInput, array_to_pil, describe, open_image, to_rgb
+from .images import DEFAULT_MAX_PIXELS, ImageInput, describe, tensor_chw
 
 if TYPE_CHECKING:
     from .model import TipsV2
@@ -87,24 +86,11 @@ def size_batches(sizes: Sequence[tuple[int, int]], batch_size: int) -> list[list
 
 def _to_pil(source: ImageInput, max_pixels: int) -> Image.Image | np.ndarray:
     """A decoded RGB PIL image, or a float CHW array in [0, 1] for tensor inputs (kept unquantised)."""
-    name = describe(source)
-    if isinstance(source, (str, os.PathLike)):
-        return open_image(Path(source), max_pixels=max_pixels)
-    if isinstance(source, Image.Image):
-        try:
-            return to_rgb(ImageOps.exif_transpose(source))
-        except (OSError, ValueError) as exc:
-            raise ImageLoadError(name, str(exc)) from None
-    if isinstance(source, np.ndarray):
-        return array_to_pil(source, name)
     if hasattr(source, "detach") and hasattr(source, "cpu"):  # torch.Tensor, CHW in [0, 1]
-        chw = source.detach().cpu().float().numpy()
-        if chw.ndim != 3 or chw.shape[0] not in (1, 3) or chw.shape[1] < 1 or chw.shape[2] < 1:
-            raise ImageLoadError(name, f"tensor of shape {tuple(chw.shape)} is not CHW with 1 or 3 channels")
-        if chw.min() < -1e-3 or chw.max() > 1.0 + 1e-3:
-            raise ImageLoadError(name, "tensor values must lie in [0, 1] (TIPS uses no mean/std normalisation)")
-        return np.repeat(chw, 3, axis=0) if chw.shape[0] == 1 else chw
-    raise ImageLoadError(name, "unsupported input type; pass a path, a PIL image, a uint8 HWC array or a CHW tensor")
+        return tensor_chw(source, describe(source))
+    from .viz import load_rgb
+
+    return load_rgb(source, max_pixels=max_pixels)
 
 
 def load_native(source: ImageInput, patch: int, max_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

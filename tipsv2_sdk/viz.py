@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .errors import ImageLoadError
-from .images import DEFAULT_MAX_PIXELS, array_to_pil, describe, open_image, to_rgb
+from .images import DEFAULT_MAX_PIXELS, array_to_pil, describe, open_image, tensor_chw, to_rgb
 from .io import atomic_write
 
 # Hand-picked, mutually distinct colours for the first labels; more are generated (golden-ratio hues).
@@ -50,12 +50,7 @@ def load_rgb(source: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     if isinstance(source, np.ndarray):
         return array_to_pil(source, name)
     if hasattr(source, "detach") and hasattr(source, "cpu"):  # torch.Tensor, CHW in [0, 1]
-        chw = source.detach().cpu().float().numpy()
-        if chw.ndim != 3 or chw.shape[0] not in (1, 3):
-            raise ImageLoadError(name, f"tensor of shape {tuple(chw.shape)} is not CHW with 1 or 3 channels")
-        if chw.min(initial=0.0) < -1e-3 or chw.max(initial=0.0) > 1.0 + 1e-3:
-            raise ImageLoadError(name, "tensor values must lie in [0, 1] (TIPS uses no mean/std normalisation)")
-        hwc = np.repeat(chw, 3, axis=0) if chw.shape[0] == 1 else chw
+        hwc = tensor_chw(source, name)
         return Image.fromarray(np.clip(hwc.transpose(1, 2, 0) * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="RGB")
     raise ImageLoadError(name, "unsupported input type; pass a path, a PIL image, a uint8 HWC array or a CHW tensor")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
@@ -143,3 +144,19 @@ def test_atomic_write_respects_umask(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+@pytest.mark.parametrize("tensor, reason", [
+    (torch.rand(4, 8, 8), "is not CHW with 1 or 3 channels"),
+    (torch.rand(3, 0, 8), "is not CHW with 1 or 3 channels"),
+    (torch.rand(3, 8, 8) * 2, "must lie in [0, 1]"),
+])
+def test_tensor_refusals_are_the_same_for_every_decoder(tensor, reason):
+    from tipsv2_sdk.native_size import load_native
+    from tipsv2_sdk.viz import load_rgb
+
+    for decode in (lambda t: load_pixels(t, 14), lambda t: load_rgb(t), lambda t: load_native(t, 14, 56)):
+        with pytest.raises(ImageLoadError, match=re.escape(reason)):
+            decode(tensor)
+    grey = torch.rand(1, 28, 42)
+    assert np.allclose(load_native(grey, 14, 56), grey.numpy().repeat(3, 0), atol=1e-6)  # own size: no resize
