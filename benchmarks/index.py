@@ -401,14 +401,9 @@ def _patch_line(r: dict) -> str:
 def machine() -> str:
     import faiss
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from machine_info import cpu_name
+
+    cpu = cpu_name()
     return (f"{cpu}, {os.cpu_count()} logical CPUs; Python {platform.python_version()}, "
             f"faiss {faiss.__version__}, numpy {np.__version__}")
 

@@ -43,14 +43,9 @@ TEXTS = ["a red circle", "two blue squares", "a green triangle", "a yellow squar
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from machine_info import cpu_name
+
+    cpu = cpu_name()
     return f"{cpu}, {os.cpu_count()} logical CPUs (shared with other work); Python {platform.python_version()}"
 
 
