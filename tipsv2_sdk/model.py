@@ -32,6 +32,18 @@ if TYPE_CHECKING:
 SDK_CONFIG_FILE = "tipsv2_sdk.json"
 
 
+def image_list(images: "Sequence[ImageInput] | ImageInput", on_error: str, batch_size: int) -> "Sequence[ImageInput]":
+    """One input as a one-item list, a sequence as it is (not copied: it may be lazy), after checking
+    the encoders' shared arguments."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
+        return [images]
+    return images
+
+
 @dataclass
 class VisionTokens:
     """Raw (un-normalised) vision outputs after the final layer norm, as torch tensors."""
@@ -194,12 +206,7 @@ class TipsV2(WrappedModel):
             compile: run the tower through ``torch.compile`` (cached on disk across processes).
             threads: torch intra-op threads for the forward passes; ``None`` keeps the caller's setting.
         """
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-        if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
-            images = [images]
+        images = image_list(images, on_error, batch_size)
         size = self.check_image_size(image_size)
         mode, threads = fast.resolve(self, precision, compile, threads)
         forward = fast.vision_runner(self, mode)

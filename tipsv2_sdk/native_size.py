@@ -14,7 +14,6 @@ within a window. Results come back in input order.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -136,14 +135,9 @@ def encode_native(model: TipsV2, images: Sequence[ImageInput], batch_size: int =
     import torch
 
     from . import fast
-    from .model import _progress, _unit
+    from .model import _progress, _unit, image_list
 
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
-    if isinstance(images, (str, os.PathLike)) or not isinstance(images, Sequence):
-        images = [images]
+    images = image_list(images, on_error, batch_size)
     max_side = model.image_size if max_side is None else int(max_side)
     window = 8 * batch_size if window is None else int(window)
     if window < 1:
