@@ -126,7 +126,7 @@ def main() -> None:
     print(f"\n{args.shards} shards x {args.per_shard} vectors x {args.dim}-d, {args.factory}: {total / 2**20:.0f} MiB on "
           f"disk ({index_bytes / 2**20:.0f} MiB FAISS files, largest shard {max(sizes) / 2**20:.0f} MiB); "
           f"built in {build_s:.0f} s\n")
-    print(f"| merge | seconds | peak RSS (MiB) | peak anon (MiB) | anon above start (MiB) | anon / shards' size |")
+    print("| merge | seconds | peak RSS (MiB) | peak anon (MiB) | anon above start (MiB) | anon / shards' size |")
     print("|---|---|---|---|---|---|")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
