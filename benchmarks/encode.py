@@ -264,7 +264,6 @@ def decode_contenders(args, ours, work: Path) -> list[Contender]:
 
 
 def text_contenders(args, ours, naive) -> list[Contender]:
-
     rng = np.random.default_rng(0)
     words = "a photo of small large red blue green yellow circle square star ring striped dotted near the".split()
     texts = [" ".join(rng.choice(words, int(rng.integers(3, 16)))) for _ in range(args.texts)]
