@@ -15,7 +15,7 @@ and nothing else. Registering is idempotent and changes nothing for other model 
 """
 from __future__ import annotations
 
-from ..lazy import lazy_exports
+from tipsv2_sdk.lazy import lazy_exports
 
 from .hf_modeling import register
 

@@ -6,7 +6,7 @@ Names are imported on first use, so importing this package does not import faiss
 """
 from __future__ import annotations
 
-from ..lazy import lazy_exports
+from tipsv2_sdk.lazy import lazy_exports
 
 _EXPORTS = {
     "GlobalIndex": "global_index",

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import TipsV2Error
-from ..images import DEFAULT_MAX_PIXELS
+from tipsv2_sdk.errors import TipsV2Error
+from tipsv2_sdk.images import DEFAULT_MAX_PIXELS
 from .collection import BUILD_FILE, GLOBAL_DIR, PATCH_DIR, WORK_DIR
 from .engines import ChunkJob, ChunkSpec, EngineOptions, InOrderCommitter, make_engine, pending_chunks
 from .inputs import CollectedInputs, InputError, fingerprint

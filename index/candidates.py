@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..embeddings import l2_normalize
+from tipsv2_sdk.embeddings import l2_normalize
 
 CENTROIDS_PER_TOKEN = 8  # t: centroids per pooled query token that are looked up
 QUERY_GROUPS = 64  # pooled query tokens (at most; never more than the query has)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write
+from tipsv2_sdk.io import atomic_write
 
 GLOBAL_DIR = "global"
 PATCH_DIR = "patch"

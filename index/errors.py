@@ -4,7 +4,7 @@ All subclass ``tipsv2_sdk.errors.TipsV2Error``, so the command line reports them
 """
 from __future__ import annotations
 
-from ..errors import TipsV2Error
+from tipsv2_sdk.errors import TipsV2Error
 
 
 class IndexMismatchError(TipsV2Error, ValueError):

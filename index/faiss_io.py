@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write
+from tipsv2_sdk.io import atomic_write
 
 
 def faiss_module():

@@ -70,7 +70,7 @@ def _data_uri(img: Image.Image) -> str:
 
 def _open_thumbnail(path: str | None, size: int) -> tuple[Image.Image, tuple[int, int]] | None:
     """The image scaled to fit ``size``×``size`` and its original size, or None if it cannot be read."""
-    from ..errors import ImageLoadError
+    from tipsv2_sdk.errors import ImageLoadError
     from .sources import open_record
 
     if not path:
@@ -155,7 +155,7 @@ def render_html(report: dict[str, Any], title: str = "TIPSv2 search results") ->
 
 def write_html(path: str | os.PathLike, report: dict[str, Any], title: str = "TIPSv2 search results") -> str:
     """Write the page atomically to ``path``; returns the path written."""
-    from ..io import atomic_write
+    from tipsv2_sdk.io import atomic_write
 
     with atomic_write(path, "wb") as handle:
         handle.write(render_html(report, title=title).encode("utf-8"))

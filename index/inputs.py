@@ -18,8 +18,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import TipsV2Error
-from ..images import is_image_path
+from tipsv2_sdk.errors import TipsV2Error
+from tipsv2_sdk.images import is_image_path
 
 # A source with one of these suffixes is read as a list of paths, one per line.
 LIST_SUFFIXES = (".txt", ".lst", ".list", ".csv")

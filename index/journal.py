@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write, write_json
+from tipsv2_sdk.io import atomic_write, write_json
 from .errors import IndexLockedError
 
 JOURNAL_VERSION = 1

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..embeddings import l2_normalize
+from tipsv2_sdk.embeddings import l2_normalize
 from .base import as_matrix
 from .candidates import CentroidCodes, centroid_interaction, interleave, ranked
 from .errors import IndexFormatError

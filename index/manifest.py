@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json
+from tipsv2_sdk.io import write_json
 from .errors import IndexFormatError, IndexMismatchError, IndexNotFoundError
 
 FORMAT_VERSION = 1

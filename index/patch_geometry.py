@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..embeddings import l2_normalize
+from tipsv2_sdk.embeddings import l2_normalize
 from .errors import BoxError
 
 

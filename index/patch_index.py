@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..embeddings import l2_normalize
+from tipsv2_sdk.embeddings import l2_normalize
 from .base import BaseIndex, as_matrix
 from .errors import IndexMismatchError
 from .global_index import SearchResult, top_k

@@ -124,7 +124,7 @@ class PooledVectors:
         name = f"{PREFIX}{digest.hexdigest()[:16]}.npy"
         path = Path(directory) / name
         if not path.exists():
-            from ..io import save_npy
+            from tipsv2_sdk.io import save_npy
 
             save_npy(path, records)
         self.changed = False

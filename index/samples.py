@@ -46,8 +46,8 @@ def _object_box(obj: dict, size: int) -> list[float]:
 def render_samples(out_dir: str | os.PathLike, count: int = SAMPLE_COUNT, seed: int = SAMPLE_SEED,
                    size: int = SAMPLE_SIZE, split: str = SAMPLE_SPLIT) -> list[Path]:
     """Render the sample scenes as PNGs plus ``captions.json`` into ``out_dir``; returns the PNG paths."""
-    from ..io import atomic_write, write_json
-    from ..pretrain.data.shapes import render_scene
+    from tipsv2_sdk.io import atomic_write, write_json
+    from tipsv2_sdk.pretrain.data.shapes import render_scene
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def image_size(path: str | os.PathLike, sources=None) -> tuple[int, int] | None:
     from .sources import open_record, split_record
 
     if split_record(os.fspath(path)) is not None:
-        from ..errors import ImageLoadError
+        from tipsv2_sdk.errors import ImageLoadError
 
         try:
             return open_record(os.fspath(path), sources).size
@@ -110,7 +110,7 @@ class Searcher:
 
     def _text_vector(self, text: str) -> np.ndarray:
         if self.model.tokenizer is None:
-            from ..errors import TipsV2Error
+            from tipsv2_sdk.errors import TipsV2Error
 
             raise TipsV2Error(f"model {self.model.name!r} has no tokenizer, so it cannot embed text queries")
         return self.model.encode_texts([text])[0]
@@ -186,7 +186,7 @@ class Searcher:
 
     def _box_vector(self, grid_patches: np.ndarray, box, size) -> np.ndarray:
         from . import box_to_cells
-        from ..embeddings import l2_normalize
+        from tipsv2_sdk.embeddings import l2_normalize
 
         r0, r1, c0, c1 = box_to_cells(box, size, grid_patches.shape[:2])
         return l2_normalize(grid_patches[r0:r1, c0:c1].reshape(-1, grid_patches.shape[-1]).mean(axis=0))

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import TipsV2Error
+from tipsv2_sdk.errors import TipsV2Error
 
 
 class ShardError(TipsV2Error, ValueError):

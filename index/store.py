@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_write, load_npy as _load_own, save_npy
+from tipsv2_sdk.io import atomic_write, load_npy as _load_own, save_npy
 from .errors import DuplicateIdError, IndexFormatError
 from .validation import check_file, load_npy
 

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import write_json
+from tipsv2_sdk.io import write_json
 from .config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -83,7 +83,7 @@ def _run_rung(base: Path, overrides: list[str], out: Path, isolate: bool) -> dic
 
 def _evaluate(model_dir: Path, smoke: bool) -> dict:
     """The same held-out scenes for every rung and seed."""
-    from ..loading import load
+    from tipsv2_sdk.loading import load
     from .evaluate import evaluate_shapes
 
     n_val, n_train = (16, 32) if smoke else (200, 1000)
@@ -141,7 +141,7 @@ def run_ladder(out_dir: str | os.PathLike, *, docs_file: str | os.PathLike | Non
 
 def write_report(results: dict, docs: Path) -> None:
     """Markdown table (ours next to the paper's) and a PNG bar plot beside it."""
-    from ..io import atomic_write
+    from tipsv2_sdk.io import atomic_write
 
     docs.parent.mkdir(parents=True, exist_ok=True)
     png = docs.with_suffix(".png")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import TipsV2Error
-from ..registry import ModelSpec, get_spec, make_config
-from ..tokenizer import TOKENIZER_FILE, TipsTokenizer, train_sentencepiece
+from tipsv2_sdk.errors import TipsV2Error
+from tipsv2_sdk.registry import ModelSpec, get_spec, make_config
+from tipsv2_sdk.tokenizer import TOKENIZER_FILE, TipsTokenizer, train_sentencepiece
 from .captions import CaptionSampler
 from .config import ConfigError, ModelConfig, TrainConfig
 from .data.collate import BatchBuilder, MicroBatches, Stage, StagePlan
@@ -88,10 +88,10 @@ def build_network(cfg: TrainConfig, spec: ModelSpec):
     """
     from transformers import Tipsv2Model
 
-    from ..hf_utils import quiet_transformers
+    from tipsv2_sdk.hf_utils import quiet_transformers
 
     if cfg.model.init_from is not None:
-        from ..loading import load_directory
+        from tipsv2_sdk.loading import load_directory
 
         return load_directory(cfg.model.init_from).hf_model.train()
     config = make_config(spec)
@@ -161,7 +161,7 @@ def caption_settings(cfg: TrainConfig):
 
 def load_teacher(cfg: TrainConfig, device: torch.device):
     """The frozen distillation teacher (a ``TipsV2`` from ``tipsv2_sdk.load``)."""
-    from ..loading import load
+    from tipsv2_sdk.loading import load
 
     try:
         return load(cfg.distill.teacher, device=device)

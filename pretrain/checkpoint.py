@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import CheckpointError
-from ..io import atomic_directory
+from tipsv2_sdk.errors import CheckpointError
+from tipsv2_sdk.io import atomic_directory
 
 STEP_DIR = re.compile(r"^step_(\d{8})$")
 

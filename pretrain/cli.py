@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..cli.common import UserError, echo_json, info, user_errors
+from tipsv2_sdk.cli.common import UserError, echo_json, info, user_errors
 
 
 class DefaultGroup(click.Group):
@@ -95,7 +95,7 @@ def params_command(variant, prototypes, paper_prototypes, paper_shared_head, pap
     `paper_reduction` counts the image side only (encoder + heads + EMA copies), which with
     8,192-prototype heads gives the paper's ~42% for ViT-B.
     """
-    from ..registry import get_spec
+    from tipsv2_sdk.registry import get_spec
     from .params import paper_parameter_counts, training_parameter_counts
 
     get_spec(variant)  # unknown names -> one-line error

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..errors import TipsV2Error
+from tipsv2_sdk.errors import TipsV2Error
 from .distill import DistillConfig
 from .objective import ObjectiveConfig
 
@@ -383,7 +383,7 @@ def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML (atomic); ``load_config`` reads it back to an equal config."""
     import yaml
 
-    from ..io import atomic_write
+    from tipsv2_sdk.io import atomic_write
 
     with atomic_write(path, "w") as handle:
         yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)

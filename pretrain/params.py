@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..registry import get_spec, make_config
+from tipsv2_sdk.registry import get_spec, make_config
 from .heads import TipsHeads
 
 COUNTED = ("student image+text towers and temperature, student DINO (CLS) and iBOT (patch) heads, plus the EMA "

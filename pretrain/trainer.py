@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ..io import write_json
-from ..model import TipsV2
-from ..registry import ModelSpec
-from ..tokenizer import TipsTokenizer
+from tipsv2_sdk.io import write_json
+from tipsv2_sdk.model import TipsV2
+from tipsv2_sdk.registry import ModelSpec
+from tipsv2_sdk.tokenizer import TipsTokenizer
 from . import build, launch
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, read_state, save_checkpoint
 from .config import ConfigError, TrainConfig, save_config
@@ -55,7 +55,7 @@ class MetricsWriter:
         if start_step > 0 and path.is_file():
             kept = [line for line in path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= start_step]
-        from ..io import atomic_write
+        from tipsv2_sdk.io import atomic_write
 
         with atomic_write(path, "w") as handle:
             handle.write("".join(line + "\n" for line in kept))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import (UserError, apply_encoding, device_option, echo_json, fast_options, load_model, model_option,
+from tipsv2_sdk.cli.common import (UserError, apply_encoding, device_option, echo_json, fast_options, load_model, model_option,
                             user_errors)
 from ..engines.options import engine_options, make_engine_options, make_source_options, source_options
 from .common import (KIND_CHOICES, image_size_option, model_ref, parse_bytes, print_report, rank_device, shard_out,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import UserError, info
+from tipsv2_sdk.cli.common import UserError, info
 
 KIND_CHOICES = ("cls1", "cls2", "concat", "mean_patch", "patch", "both")
 PATCH_SIZE = 14  # every TIPS / TIPSv2 model; the model checks its own again once loaded

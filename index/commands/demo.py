@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import device_option, echo_json, load_model, model_option, user_errors
+from tipsv2_sdk.cli.common import device_option, echo_json, load_model, model_option, user_errors
 from .common import model_ref
 from .search import print_results
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import (UserError, apply_encoding, device_option, echo_json, fast_options, info, load_model,
+from tipsv2_sdk.cli.common import (UserError, apply_encoding, device_option, echo_json, fast_options, info, load_model,
                             model_option, user_errors)
 from ..engines.options import engine_options, make_engine_options, make_source_options, source_options
 from .common import image_size_option, model_ref, plural, printable
@@ -36,7 +36,7 @@ def embed(inputs, out, texts, texts_file, kind, dtype, batch_size, workers, imag
           compile_model=False, threads=None):
     """Embed images (folders, list files, globs, tar shards, parquet tables) or texts into a .npy file plus an
     ids JSON file. An interrupted image run resumes when rerun with the same arguments."""
-    from ...io import save_npy, write_json
+    from tipsv2_sdk.io import save_npy, write_json
     from ..sources import collect_sources
 
     if texts_file is not None:

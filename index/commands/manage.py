@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import UserError, echo_json, info, user_errors
+from tipsv2_sdk.cli.common import UserError, echo_json, info, user_errors
 from .common import plural, printable, wait_option
 
 

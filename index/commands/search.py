@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import UserError, apply_encoding, device_option, echo_json, fast_options, info, load_model, user_errors
+from tipsv2_sdk.cli.common import UserError, apply_encoding, device_option, echo_json, fast_options, info, load_model, user_errors
 from .common import warn_untrained
 
 

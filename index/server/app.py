@@ -49,7 +49,7 @@ def create_app(server: Server, *, threads: int = 4):
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
-    from ...errors import TipsV2Error
+    from tipsv2_sdk.errors import TipsV2Error
     from . import api, clip_compat, page
 
     @contextlib.asynccontextmanager

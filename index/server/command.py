@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ...cli.common import UserError, info, load_model, user_errors
+from tipsv2_sdk.cli.common import UserError, info, load_model, user_errors
 
 LOCAL_HOSTS = ("localhost",)
 

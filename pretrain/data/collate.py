@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ...errors import ImageLoadError
-from ...tokenizer import TipsTokenizer
+from tipsv2_sdk.errors import ImageLoadError
+from tipsv2_sdk.tokenizer import TipsTokenizer
 from ..captions import CaptionSampler
 from ..crops import MultiCrop
 

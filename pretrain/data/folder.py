@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ...errors import ImageLoadError, TipsV2Error
+from tipsv2_sdk.errors import ImageLoadError, TipsV2Error
 
 
 @dataclass
