@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import write_json
+from tipsv2_sdk.io import write_json
 from .errors import IndexFormatError
 
 GENERATION_FILE = "generation.json"
@@ -165,7 +165,7 @@ def collect_garbage(out: str | os.PathLike, generation: Generation) -> list[str]
     Only files this library writes are candidates (and temporary files of interrupted writes);
     the caller holds the writer lock, so no other writer is creating files meanwhile.
     """
-    from .base import _OWN_FILES
+    from .index_files import _OWN_FILES
     from .manifest import MANIFEST_NAME, read_manifest
 
     out = Path(out)

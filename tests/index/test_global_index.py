@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tipsv2_sdk.index import DuplicateIdError, GlobalIndex, IndexExistsError, IndexMismatchError, UnknownIdError
-from tipsv2_sdk.index import base as base_mod
+from tipsv2_sdk.index import index_files
 from tipsv2_sdk.index import factory as factory_mod
 from tipsv2_sdk.index.gpu import GpuSearcher, gpu_available, wants_gpu
 
@@ -198,7 +198,7 @@ def test_crash_during_save_keeps_the_previous_index(tmp_path, data, monkeypatch)
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(base_mod, "write_index_atomic", boom)
+    monkeypatch.setattr(index_files, "write_index_atomic", boom)
     with pytest.raises(OSError, match="disk full"):
         index.save()
     reopened = GlobalIndex.open(tmp_path / "idx")
