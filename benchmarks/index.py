@@ -233,7 +233,7 @@ def bench_autofaiss(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, bu
             embeddings=np.ascontiguousarray(base, np.float32), index_path=str(workdir / "knn.index"),
             index_infos_path=str(workdir / "infos.json"), save_on_disk=True, metric_type="ip",
             max_index_memory_usage=f"{max(1, budget // 1024)}K", current_memory_available="8G",
-            nb_cores=1, verbose=logging.WARNING,
+            nb_cores=1, verbose=logging.INFO,  # its stage timings go to the log
         )
     except Exception as exc:  # a crash of the contender is reported as its row, not the end of the run
         print(f"# autofaiss failed: {type(exc).__name__}: {exc}", flush=True)

@@ -181,3 +181,17 @@ def test_create_checks(tmp_path, tiny_model):
     side = tiny_model.image_size // tiny_model.patch_size
     assert from_model.source_grid == (side, side) and from_model.dim == tiny_model.embed_dim
     assert from_model.kind == "patch"
+
+
+def test_pooled_files_of_replaced_generations_are_collected(tmp_path, patches):
+    """Each save writes a content-named pooled file; those no manifest names any more are deleted."""
+    from tipsv2_sdk.index.pooled import referenced_pooled
+
+    index = _index(tmp_path, patches[:40])
+    for start in (40, 80):
+        index.add(patches[start : start + 40], paths=[f"im{i}.png" for i in range(start, start + 40)])
+        index.save()
+    on_disk = {p.name for p in index.path.iterdir() if p.name.startswith("pooled-")}
+    assert on_disk and on_disk == referenced_pooled(index.path)
+    reopened = PatchIndex.open(index.path)
+    assert len(reopened._pooled_vectors()) == 120
