@@ -193,18 +193,19 @@ def autofaiss_limited(base, queries, truth, budget: int, workdir: Path, limit_s:
     t = time.perf_counter()
     proc.start()
     proc.join(limit_s)
+
+    def stopped(reason: str) -> dict:  # the contender's row when it produced none
+        shutil.rmtree(workdir, ignore_errors=True)
+        return {"n": len(base), "config": "autofaiss build_index, budget = flat/8", "skipped": reason}
+
     if proc.is_alive():
         proc.terminate()
         proc.join()
-        shutil.rmtree(workdir, ignore_errors=True)
-        return {"n": len(base), "config": "autofaiss build_index, budget = flat/8",
-                "skipped": f"build did not finish within {limit_s:.0f} s on one core"}
+        return stopped(f"build did not finish within {limit_s:.0f} s on one core")
     if proc.exitcode:  # killed (e.g. by the kernel's OOM killer) or crashed: say so, never drop the row
-        shutil.rmtree(workdir, ignore_errors=True)
         how = f"killed by signal {-proc.exitcode}" if proc.exitcode < 0 else f"exited with status {proc.exitcode}"
         hint = " (SIGKILL: most likely out of memory)" if proc.exitcode == -9 else ""
-        return {"n": len(base), "config": "autofaiss build_index, budget = flat/8",
-                "skipped": f"{how}{hint} after {time.perf_counter() - t:.0f} s"}
+        return stopped(f"{how}{hint} after {time.perf_counter() - t:.0f} s")
     row = json.loads(out.read_text()) if out.exists() else None
     if row is not None and "skipped" not in row:
         row["build_s"] = row.get("build_s", time.perf_counter() - t)
