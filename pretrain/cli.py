@@ -1,4 +1,4 @@
-"""``tipsv2 pretrain``: train, count training parameters, run the ablation ladder.
+"""``tipsv2 pretrain``: train, count training parameters, run the ablation ladder, probe patch features.
 
 ``tipsv2 pretrain --config CFG [key=value ...]`` is short for ``tipsv2 pretrain train ...``.
 """
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from tipsv2_sdk.cli.common import UserError, echo_json, info, user_errors
+from tipsv2_sdk.cli.common import UserError, echo_json, info, load_model, model_option, user_errors
 
 
 class DefaultGroup(click.Group):
@@ -142,6 +142,40 @@ def ablate_command(out_dir, docs_file, steps, minutes, seeds, smoke, overrides) 
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     echo_json(results)
+
+
+@pretrain.command("probe")
+@model_option
+@click.option("--dataset", type=click.Choice(["shapes", "scenes"]), default="shapes", show_default=True,
+              help="Synthetic generator the probe scenes come from.")
+@click.option("--n-train", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Training-split scenes the probe is fitted on.")
+@click.option("--n-val", type=click.IntRange(min=1), default=200, show_default=True, help="Held-out scenes it is scored on.")
+@click.option("--size", type=click.IntRange(min=14), default=None, help="Image size (default: the model's).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def probe_command(model_name, dataset, n_train, n_val, size, as_json) -> None:
+    """Linear probe of patch features -> object class on held-out synthetic scenes.
+
+    Tells whether the patch tokens encode the objects at all (high probe, low zero-shot mIoU: the
+    text side is the problem; probe near chance: the encoder never learned the classes).
+    """
+    from .probe import patch_shape_probe
+
+    model = load_model(model_name)
+    try:
+        result = patch_shape_probe(model, n_train=n_train, n_val=n_val, dataset=dataset, size=size)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if as_json:
+        echo_json(result.to_dict())
+        return
+    click.echo(f"patch probe ({dataset}, {result.n_train_patches:,} train / {result.n_val_patches:,} held-out object "
+               f"patches, {result.grid[0]}x{result.grid[1]} grid): accuracy {100 * result.accuracy:.1f}% "
+               f"(chance {100 * result.chance:.1f}%), balanced {100 * result.balanced_accuracy:.1f}% "
+               f"(chance {100 * result.balanced_chance:.1f}%)")
+    for name, acc in result.per_class.items():
+        click.echo(f"  {name}: {100 * acc:.1f}%")
 
 
 __all__ = ["pretrain"]
