@@ -115,6 +115,8 @@ def run_ladder(out_dir: str | os.PathLike, *, docs_file: str | os.PathLike | Non
               f"schedule.max_minutes={minutes if minutes else 'null'}", "checkpoint.every_steps=0",
               "logging.progress=false", *(overrides or [])]
     cfg = load_config(base, budget)  # validates the overrides once, before any training
+    docs = Path(docs_file) if docs_file else out / "ablation.md"
+    check_report_target(docs)  # before the runs: a report that cannot be written must not cost the ladder
     isolate = (not smoke) if isolate is None else isolate
     results: dict = {"base_config": base.name, "budget": {"steps": cfg.schedule.steps, "max_minutes": minutes},
                      "seeds": seeds, "smoke": smoke, "paper_ade150_zero_shot": PAPER_ADE150, "rungs": []}
@@ -133,15 +135,33 @@ def run_ladder(out_dir: str | os.PathLike, *, docs_file: str | os.PathLike | Non
         results["rungs"].append({"key": rung.key, "label": rung.label, "overrides": list(rung.overrides),
                                  "runs": rows, "mean": _mean(rows)})
         write_json(out / "results.json", results)  # partial results survive an interrupted ladder
-    docs = Path(docs_file) if docs_file else out / "ablation.md"
     write_report(results, docs)
     results["docs"] = str(docs)
     return results
 
 
+REPORT_BEGIN = "<!-- ablation table: written by `tipsv2 pretrain ablate`, edit outside these markers -->"
+REPORT_END = "<!-- end of ablation table -->"
+
+
+def check_report_target(docs: Path) -> None:
+    """Refuse a markdown file that exists but has no generated-block markers (its text would be lost)."""
+    if docs.is_file():
+        text = docs.read_text(encoding="utf-8")
+        if REPORT_BEGIN not in text or REPORT_END not in text:
+            raise ConfigError(f"{docs} exists and has no ablation-table markers; add the two lines\n{REPORT_BEGIN}\n"
+                             f"{REPORT_END}\nwhere the table goes, or pass another --docs file")
+
+
 def write_report(results: dict, docs: Path) -> None:
-    """Markdown table (ours next to the paper's) and a PNG bar plot beside it."""
+    """Markdown table (ours next to the paper's) and a PNG bar plot beside it.
+
+    A new file gets just the generated block; an existing one keeps everything outside the markers
+    (hand-written analysis), so rerunning the ladder refreshes the numbers without losing the text.
+    """
     from tipsv2_sdk.io import atomic_write
+
+    check_report_target(docs)
 
     docs.parent.mkdir(parents=True, exist_ok=True)
     png = docs.with_suffix(".png")
@@ -170,9 +190,16 @@ def write_report(results: dict, docs: Path) -> None:
     body = [f"Budget per rung: {results['budget']['steps']} steps"
             + (f" (at most {results['budget']['max_minutes']} min)" if results["budget"]["max_minutes"] else "")
             + f", {results['seeds']} seed(s), base config `{results['base_config']}`. Scores in %.", "",
-            *lines, "", chance, "", *agreement(results), "", f"![ablation ladder]({png.name})", ""]
+            *lines, "", chance, "", *agreement(results), "", f"![ablation ladder]({png.name})"]
+    block = "\n".join([REPORT_BEGIN, *body, REPORT_END])
+    if docs.is_file():
+        text = docs.read_text(encoding="utf-8")
+        head, rest = text.split(REPORT_BEGIN, 1)
+        block = head + block + rest.split(REPORT_END, 1)[1]
+    else:
+        block += "\n"
     with atomic_write(docs, "w") as handle:
-        handle.write("\n".join(body))
+        handle.write(block)
 
 
 def agreement(results: dict) -> list[str]:

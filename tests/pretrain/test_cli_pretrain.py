@@ -99,3 +99,46 @@ def test_python_dash_m_runs_the_same_group():
     proc = subprocess.run([sys.executable, "-m", "tipsv2_sdk.pretrain", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and "ablate" in proc.stdout and "params" in proc.stdout
+
+
+def _fake_results() -> dict:
+    mean = {"seg_miou": 0.1, "seg_pixel_acc": 0.5, "t2i_r1_long_cls2": 0.2, "i2t_r1_long_cls2": 0.3,
+            "t2i_r1_alt_cls1": 0.04, "knn_acc_cls1": 0.15, "trainable_params": 10, "held_params": 20,
+            "peak_rss_mb": 100, "steps_per_s": 1.0, "chance_r1": 0.005, "chance_knn": 0.175}
+    from tipsv2_sdk.pretrain.ablate import LADDER
+
+    return {"budget": {"steps": 7, "max_minutes": None}, "seeds": 1, "base_config": "tiny_test.yaml",
+            "rungs": [{"key": r.key, "label": r.label, "mean": dict(mean)} for r in LADDER]}
+
+
+def test_ablation_report_keeps_hand_written_text_outside_its_markers(tmp_path):
+    from tipsv2_sdk.pretrain.ablate import REPORT_BEGIN, REPORT_END, write_report
+
+    docs = tmp_path / "ablation.md"
+    write_report(_fake_results(), docs)  # a new file: just the generated block
+    first = docs.read_text()
+    assert first.startswith(REPORT_BEGIN) and REPORT_END in first and "Budget per rung: 7 steps" in first
+    docs.write_text("# My notes\n\n" + first + "\n## Analysis written by hand\n\nkeep me\n")
+    results = _fake_results()
+    results["budget"]["steps"] = 9
+    write_report(results, docs)
+    text = docs.read_text()
+    assert text.startswith("# My notes\n\n" + REPORT_BEGIN) and text.endswith("## Analysis written by hand\n\nkeep me\n")
+    assert "Budget per rung: 9 steps" in text and "7 steps" not in text and text.count(REPORT_BEGIN) == 1
+
+
+def test_ablate_refuses_an_unmarked_docs_file_before_training(tmp_path):
+    docs = tmp_path / "notes.md"
+    docs.write_text("# hand-written, no markers\n")
+    result = CliRunner().invoke(cli, ["pretrain", "ablate", "--smoke", "--out", str(tmp_path / "runs"),
+                                      "--docs", str(docs)])
+    assert result.exit_code == 2 and "notes.md" in result.output and "markers" in result.output
+    assert docs.read_text() == "# hand-written, no markers\n" and not (tmp_path / "runs").exists()
+
+
+def test_the_committed_ablation_page_is_a_valid_report_target():
+    from tipsv2_sdk.pretrain.ablate import check_report_target
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "ablation.md"
+    check_report_target(page)  # raises when the markers were edited away
+    assert "## Why the dense gains cannot appear at this budget" in page.read_text()
