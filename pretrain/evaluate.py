@@ -17,7 +17,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .data.shapes import CLASS_NAMES, ShapesDataset
+from .data.shapes import CLASS_NAMES, COLOR_CLASS_NAMES, ShapesDataset
+
+# What zero-shot segmentation is scored against: the rendered mask's class names and its field.
+SEG_TARGETS = {"shape": (CLASS_NAMES, "mask"), "color": (COLOR_CLASS_NAMES, "color_mask")}
 
 
 @dataclass
@@ -48,6 +51,7 @@ def knn_accuracy(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
                  k: int = 10) -> float:
     """Cosine k-NN with similarity-weighted votes (DINO-style, without the temperature)."""
     sims = test_x @ train_x.T
+    k = min(k, len(train_x))  # a bank smaller than k votes with all of it
     top = np.argsort(-sims, axis=1)[:, :k]
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     votes = np.zeros((len(test_x), n_classes))
@@ -71,8 +75,15 @@ def confusion_miou(pred: np.ndarray, target: np.ndarray, num_classes: int) -> tu
 
 
 def evaluate_shapes(model, n_val: int = 200, n_train: int = 1000, size: int | None = None, seed: int = 0,
-                    batch_size: int = 64) -> ShapesEval:
-    """Run the whole protocol on ``model`` (a ``TipsV2``). Deterministic for a given seed."""
+                    batch_size: int = 64, seg_target: str = "shape") -> ShapesEval:
+    """Run the whole protocol on ``model`` (a ``TipsV2``). Deterministic for a given seed.
+
+    ``seg_target`` chooses what segmentation names: ``"shape"`` (background + 8 shapes) or
+    ``"color"`` (background + 8 object colours, which a single patch can tell apart).
+    """
+    if seg_target not in SEG_TARGETS:
+        raise ValueError(f"seg_target must be one of {', '.join(SEG_TARGETS)}, not {seg_target!r}")
+    class_names, mask_key = SEG_TARGETS[seg_target]
     size = size or model.image_size
     val = [ShapesDataset("val", size=size, seed=seed, length=n_val)[i] for i in range(n_val)]
     train = ShapesDataset("train", size=size, seed=seed + 1000, length=n_train)  # unseen scenes, same distribution
@@ -88,10 +99,10 @@ def evaluate_shapes(model, n_val: int = 200, n_train: int = 1000, size: int | No
 
     preds, targets = [], []
     for ex in val:
-        seg = model.zero_shot_segment(ex["image"], list(CLASS_NAMES), mode="whole")
+        seg = model.zero_shot_segment(ex["image"], list(class_names), mode="whole")
         preds.append(np.asarray(seg.label_map))
-        targets.append(ex["mask"])
-    miou, acc, _ = confusion_miou(np.stack(preds), np.stack(targets), len(CLASS_NAMES))
+        targets.append(ex[mask_key])
+    miou, acc, _ = confusion_miou(np.stack(preds), np.stack(targets), len(class_names))
 
     return ShapesEval(
         seg_miou=miou,

@@ -3,7 +3,9 @@
 Each example is a small scene of 1-3 coloured shapes on a textured background with:
 
 * ``mask``: per-pixel class ids (0 = background, then ``SHAPES`` in order), for zero-shot
-  segmentation;
+  segmentation by shape;
+* ``color_mask``: per-pixel colour ids (0 = background, then ``COLORS`` in order), for zero-shot
+  segmentation by colour (``COLOR_CLASS_NAMES``);
 * ``alt_text``: a short, noisy, web-alt-text-like caption ("red circle", "pic of star");
 * ``captions["short"]``: a PaliGemma-like caption naming every object ("a red circle and a blue square");
 * ``captions["long"]``: a Gemini-like caption adding sizes, positions and the background
@@ -37,6 +39,7 @@ COLORS = {
 }
 BACKGROUND_COLORS = {"gray": (128, 128, 128), "beige": (225, 210, 180), "teal": (40, 120, 120),
                      "navy": (30, 35, 80), "pink": (235, 170, 190)}
+COLOR_CLASS_NAMES = ("background",) + tuple(COLORS)
 TEXTURES = ("plain", "striped", "dotted", "checkered", "gradient")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 _ALT_FILLERS = ("photo of", "pic of", "image:", "my", "cool", "stock", "")
@@ -155,8 +158,8 @@ def render_scene(seed: int, split: str, index: int, size: int = 112, max_objects
     texture = TEXTURES[int(rng.integers(len(TEXTURES)))]
     bg_name = list(BACKGROUND_COLORS)[int(rng.integers(len(BACKGROUND_COLORS)))]
     canvas = Image.fromarray(_background(rng, size, texture, BACKGROUND_COLORS[bg_name]))
-    mask_img = Image.new("L", (size, size), 0)
-    draw, mask_draw = ImageDraw.Draw(canvas), ImageDraw.Draw(mask_img)
+    mask_img, color_img = Image.new("L", (size, size), 0), Image.new("L", (size, size), 0)
+    draw, mask_draw, color_draw = ImageDraw.Draw(canvas), ImageDraw.Draw(mask_img), ImageDraw.Draw(color_img)
     n = int(rng.integers(1, max_objects + 1))
     objects: list[ShapeObject] = []
     for _ in range(n):
@@ -172,6 +175,7 @@ def render_scene(seed: int, split: str, index: int, size: int = 112, max_objects
         objects.append(obj)
         _draw(draw, obj, size, COLORS[obj.color])
         _draw(mask_draw, obj, size, CLASS_NAMES.index(obj.shape))
+        _draw(color_draw, obj, size, COLOR_CLASS_NAMES.index(obj.color))
     mask = np.asarray(mask_img, dtype=np.int64)
     # The "main" object is the one with the most visible pixels (later objects occlude earlier ones).
     areas = [int((mask == CLASS_NAMES.index(o.shape)).sum()) for o in objects]
@@ -180,6 +184,7 @@ def render_scene(seed: int, split: str, index: int, size: int = 112, max_objects
     return {
         "image": canvas,
         "mask": mask,
+        "color_mask": np.asarray(color_img, dtype=np.int64),
         "alt_text": alt,
         "captions": captions,
         "label": CLASS_NAMES.index(main.shape),

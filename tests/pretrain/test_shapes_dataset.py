@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tipsv2_sdk.pretrain.data.shapes import CLASS_NAMES, SHAPES, ShapesDataset, caption_corpus, render_scene, save_samples
+from tipsv2_sdk.pretrain.data.shapes import CLASS_NAMES, COLOR_CLASS_NAMES, SHAPES, ShapesDataset, caption_corpus, render_scene, save_samples
 
 
 def test_deterministic_and_split_disjoint():
@@ -28,6 +28,21 @@ def test_example_fields_are_consistent():
             assert shape in ex["captions"]["short"] and shape in ex["captions"]["long"]
         assert len(ex["captions"]["long"]) > len(ex["captions"]["short"]) >= len(ex["alt_text"]) - 12
         assert "background" in ex["captions"]["long"]
+
+
+def test_color_mask_matches_the_shape_mask_and_the_drawn_colours():
+    for i in range(30):
+        ex = render_scene(0, "train", i, size=84)
+        color, shape = ex["color_mask"], ex["mask"]
+        assert color.shape == shape.shape and color.dtype == np.int64
+        assert np.array_equal(color == 0, shape == 0)  # the same pixels are background in both
+        # The top-most object owns its pixels in both masks: its colour id is where its shape id is.
+        top = ex["objects"][-1]
+        only_top = shape == CLASS_NAMES.index(top["shape"])
+        if not any(o["shape"] == top["shape"] for o in ex["objects"][:-1]):
+            assert set(np.unique(color[only_top])) == {COLOR_CLASS_NAMES.index(top["color"])}
+        named = {COLOR_CLASS_NAMES[c] for c in np.unique(color) if c}
+        assert named <= {o["color"] for o in ex["objects"]} and all(n in ex["captions"]["short"] for n in named)
 
 
 def test_all_shapes_occur_and_lengths():

@@ -19,6 +19,7 @@ def test_knn_accuracy_by_hand():
     test = np.array([[1, 0.05], [0.05, 1]], np.float32)
     assert knn_accuracy(train, labels, test, np.array([1, 2]), k=2) == 1.0
     assert knn_accuracy(train, labels, test, np.array([2, 1]), k=2) == 0.0
+    assert knn_accuracy(train, labels, test, np.array([1, 2]), k=10) == 1.0  # k larger than the bank
 
 
 def test_confusion_miou_by_hand():
@@ -37,3 +38,27 @@ def test_evaluate_shapes_runs_on_a_random_model(tiny_model):
     for key in ("seg_miou", "t2i_r1_long_cls2", "i2t_r1_long_cls2", "t2i_r1_alt_cls1", "knn_acc_cls1"):
         assert 0.0 <= data[key] <= 1.0
     assert data["chance_r1"] == pytest.approx(1 / 12)
+
+
+def test_evaluate_shapes_scores_colour_segmentation_against_the_colour_mask(tiny_model, monkeypatch):
+    """A model that predicts the colour mask exactly scores mIoU 1 on the colour target (and not
+    on the shape target): the target selects both the class names and the mask."""
+    from tipsv2_sdk.pretrain.data.shapes import COLOR_CLASS_NAMES, ShapesDataset
+
+    masks = {}
+    for i in range(6):
+        ex = ShapesDataset("val", size=56, seed=0, length=6)[i]
+        masks[np.asarray(ex["image"]).tobytes()] = ex
+
+    def oracle(image, labels, mode):
+        ex = masks[np.asarray(image).tobytes()]
+        field = "color_mask" if tuple(labels) == COLOR_CLASS_NAMES else "mask"
+        return type("Seg", (), {"label_map": ex["color_mask"] if field == "color_mask" else ex["mask"] * 0})()
+
+    monkeypatch.setattr(tiny_model, "zero_shot_segment", oracle)
+    colour = evaluate_shapes(tiny_model, n_val=6, n_train=8, size=56, seg_target="color")
+    shape = evaluate_shapes(tiny_model, n_val=6, n_train=8, size=56, seg_target="shape")
+    assert colour.seg_miou == pytest.approx(1.0) and colour.seg_pixel_acc == pytest.approx(1.0)
+    assert shape.seg_miou < 0.5  # all-background prediction against the shape mask
+    with pytest.raises(ValueError, match="seg_target"):
+        evaluate_shapes(tiny_model, n_val=2, n_train=2, size=56, seg_target="texture")
