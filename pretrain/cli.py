@@ -129,16 +129,20 @@ def params_command(variant, prototypes, paper_prototypes, paper_shared_head, pap
 @click.option("--minutes", type=float, default=None, help="Wall-clock budget per rung instead of/besides steps.")
 @click.option("--seeds", type=int, default=1, show_default=True, help="Seeds per rung.")
 @click.option("--smoke", is_flag=True, help="Seconds-long version with tiny sizes (for CI).")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Base config of every rung (default: tiny_shapes.yaml; tiny_test.yaml with --smoke).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Seeds of a rung trained at once, one process each (use one per core).")
 @click.argument("overrides", nargs=-1)
 @user_errors
-def ablate_command(out_dir, docs_file, steps, minutes, seeds, smoke, overrides) -> None:
+def ablate_command(out_dir, docs_file, steps, minutes, seeds, smoke, config_file, jobs, overrides) -> None:
     """Train the TIPS -> TIPSv2 ladder (+ distillation) with a fixed budget each and tabulate."""
     from .ablate import run_ladder
     from .config import ConfigError
 
     try:
         results = run_ladder(out_dir, docs_file=docs_file, steps=steps, minutes=minutes, seeds=seeds, smoke=smoke,
-                             overrides=list(overrides))
+                             overrides=list(overrides), config=config_file, jobs=jobs)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     echo_json(results)

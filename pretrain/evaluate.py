@@ -3,7 +3,7 @@
 One function, ``evaluate_shapes``, measures what the TIPSv2 ablations measure, scaled down:
 
 * zero-shot segmentation mIoU (``TipsV2.zero_shot_segment`` with the class names as prompts,
-  background included) against the rendered masks;
+  background included) against the rendered masks by shape, and by object colour on object pixels;
 * global retrieval recall@1 in both directions: detailed ("long") captions against CLS2 (the token
   trained on synthetic captions) and alt-text-like captions against CLS1;
 * k-NN classification (k=10, cosine) of the largest object's shape from CLS1 features, with the
@@ -19,16 +19,20 @@ import numpy as np
 
 from .data.shapes import CLASS_NAMES, COLOR_CLASS_NAMES, ShapesDataset
 
-# What zero-shot segmentation is scored against: the rendered mask's class names and its field.
-SEG_TARGETS = {"shape": (CLASS_NAMES, "mask"), "color": (COLOR_CLASS_NAMES, "color_mask")}
+# What zero-shot segmentation is scored against: the prompts, the rendered mask's field and whether
+# the mask's class 0 (background) is a class or ignored. Colour is scored on object pixels only,
+# like VOC20 / PC59: it measures patch-text alignment, not how well the word "background" matches.
+SEG_TARGETS = {"shape": (CLASS_NAMES, "mask", False), "color": (COLOR_CLASS_NAMES[1:], "color_mask", True)}
 
 
 @dataclass
 class ShapesEval:
     """Scores on the synthetic validation split (fractions in [0, 1])."""
 
-    seg_miou: float
+    seg_miou: float  # by shape (background + 8 shapes)
     seg_pixel_acc: float
+    seg_miou_color: float  # by object colour (8 colours, object pixels only)
+    seg_pixel_acc_color: float
     t2i_r1_long_cls2: float
     i2t_r1_long_cls2: float
     t2i_r1_alt_cls1: float
@@ -74,16 +78,31 @@ def confusion_miou(pred: np.ndarray, target: np.ndarray, num_classes: int) -> tu
     return scores.miou, scores.pixel_accuracy, matrix.matrix
 
 
-def evaluate_shapes(model, n_val: int = 200, n_train: int = 1000, size: int | None = None, seed: int = 0,
-                    batch_size: int = 64, seg_target: str = "shape") -> ShapesEval:
-    """Run the whole protocol on ``model`` (a ``TipsV2``). Deterministic for a given seed.
+def segmentation_scores(model, examples: list[dict], seg_target: str = "shape") -> tuple[float, float]:
+    """Zero-shot segmentation (whole image, the class names as prompts, background included) of
+    ``examples`` scored against one of their masks: (mIoU, pixel accuracy).
 
-    ``seg_target`` chooses what segmentation names: ``"shape"`` (background + 8 shapes) or
-    ``"color"`` (background + 8 object colours, which a single patch can tell apart).
+    ``seg_target`` chooses what the classes are: ``"shape"`` (background + 8 shapes, which
+    interior patches can only tell apart through context) or ``"color"`` (the 8 object colours,
+    which every single patch shows, scored on object pixels only: this isolates patch-text
+    *alignment* from learning to recognise shapes).
     """
     if seg_target not in SEG_TARGETS:
         raise ValueError(f"seg_target must be one of {', '.join(SEG_TARGETS)}, not {seg_target!r}")
-    class_names, mask_key = SEG_TARGETS[seg_target]
+    class_names, mask_key, ignore_background = SEG_TARGETS[seg_target]
+    preds, targets = [], []
+    for ex in examples:
+        seg = model.zero_shot_segment(ex["image"], list(class_names), mode="whole")
+        preds.append(np.asarray(seg.label_map))
+        # Without a background class the ids shift down by one and background becomes -1 (ignored).
+        targets.append(ex[mask_key] - 1 if ignore_background else ex[mask_key])
+    miou, acc, _ = confusion_miou(np.stack(preds), np.stack(targets), len(class_names))
+    return miou, acc
+
+
+def evaluate_shapes(model, n_val: int = 200, n_train: int = 1000, size: int | None = None, seed: int = 0,
+                    batch_size: int = 64) -> ShapesEval:
+    """Run the whole protocol on ``model`` (a ``TipsV2``). Deterministic for a given seed."""
     size = size or model.image_size
     val = [ShapesDataset("val", size=size, seed=seed, length=n_val)[i] for i in range(n_val)]
     train = ShapesDataset("train", size=size, seed=seed + 1000, length=n_train)  # unseen scenes, same distribution
@@ -96,17 +115,14 @@ def evaluate_shapes(model, n_val: int = 200, n_train: int = 1000, size: int | No
                                     image_size=size, progress=False, with_patches=False)
     train_y = np.array([train[i]["label"] for i in range(n_train)])
     val_y = np.array([ex["label"] for ex in val])
-
-    preds, targets = [], []
-    for ex in val:
-        seg = model.zero_shot_segment(ex["image"], list(class_names), mode="whole")
-        preds.append(np.asarray(seg.label_map))
-        targets.append(ex[mask_key])
-    miou, acc, _ = confusion_miou(np.stack(preds), np.stack(targets), len(class_names))
+    miou, acc = segmentation_scores(model, val, "shape")
+    miou_color, acc_color = segmentation_scores(model, val, "color")
 
     return ShapesEval(
         seg_miou=miou,
         seg_pixel_acc=acc,
+        seg_miou_color=miou_color,
+        seg_pixel_acc_color=acc_color,
         t2i_r1_long_cls2=recall_at_1(long_txt, emb.cls2),
         i2t_r1_long_cls2=recall_at_1(emb.cls2, long_txt),
         t2i_r1_alt_cls1=recall_at_1(alt_txt, emb.cls1),

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 import tipsv2_sdk
@@ -102,7 +103,7 @@ def test_python_dash_m_runs_the_same_group():
 
 
 def _fake_results() -> dict:
-    mean = {"seg_miou": 0.1, "seg_pixel_acc": 0.5, "t2i_r1_long_cls2": 0.2, "i2t_r1_long_cls2": 0.3,
+    mean = {"seg_miou": 0.1, "seg_pixel_acc": 0.5, "seg_miou_color": 0.2, "seg_pixel_acc_color": 0.6, "t2i_r1_long_cls2": 0.2, "i2t_r1_long_cls2": 0.3,
             "t2i_r1_alt_cls1": 0.04, "knn_acc_cls1": 0.15, "trainable_params": 10, "held_params": 20,
             "peak_rss_mb": 100, "steps_per_s": 1.0, "chance_r1": 0.005, "chance_knn": 0.175}
     from tipsv2_sdk.pretrain.ablate import LADDER
@@ -125,6 +126,43 @@ def test_ablation_report_keeps_hand_written_text_outside_its_markers(tmp_path):
     text = docs.read_text()
     assert text.startswith("# My notes\n\n" + REPORT_BEGIN) and text.endswith("## Analysis written by hand\n\nkeep me\n")
     assert "Budget per rung: 9 steps" in text and "7 steps" not in text and text.count(REPORT_BEGIN) == 1
+
+
+def test_agreement_compares_both_targets_with_the_paper_and_the_seed_spread():
+    from tipsv2_sdk.pretrain.ablate import agreement
+
+    results = _fake_results()
+    by_key = {r["key"]: r["mean"] for r in results["rungs"]}
+    for key, shape, colour in (("tips", 0.10, 0.14), ("ibot_pp", 0.09, 0.19), ("captions", 0.12, 0.20),
+                               ("tipsv2", 0.12, 0.20)):
+        by_key[key].update(seg_miou=shape, seg_miou_color=colour, seg_miou_std=0.02, seg_miou_color_std=0.01)
+    lines = agreement(results)
+    assert len(lines) == 3
+    assert lines[0].startswith("- tips → ibot_pp: zero-shot mIoU shape -1.0 (disagrees, within the seed spread of 2.0)")
+    assert "colour +5.0 (agrees, beyond the seed spread of 1.0)" in lines[0] and lines[0].endswith("+14.1 in the paper.")
+    for mean in by_key.values():  # one seed: no spread to compare with
+        del mean["seg_miou_std"], mean["seg_miou_color_std"]
+    assert "seed spread" not in agreement(results)[0]
+
+
+def test_ablate_jobs_trains_seeds_in_parallel_processes(tmp_path):
+    from tipsv2_sdk.pretrain.ablate import run_ladder
+    from tipsv2_sdk.pretrain.config import ConfigError
+
+    with pytest.raises(ConfigError, match="isolate"):
+        run_ladder(tmp_path / "x", smoke=True, jobs=2, isolate=False)
+    with pytest.raises(ConfigError, match="jobs"):
+        run_ladder(tmp_path / "x", smoke=True, jobs=0)
+    docs = tmp_path / "ablation.md"
+    result = invoke("ablate", "--smoke", "--seeds", "2", "--jobs", "2", "--out", str(tmp_path / "runs"),
+                    "--docs", str(docs), "--config", str(Path(__file__).parents[2] / "pretrain/configs/tiny_test.yaml"))
+    assert result.exit_code == 0, result.output
+    rungs = json.loads((tmp_path / "runs" / "results.json").read_text())["rungs"]
+    assert [r["key"] for r in rungs] == ["tips", "ibot_pp", "captions", "tipsv2", "distill"]
+    for rung in rungs:
+        assert [row["seed"] for row in rung["runs"]] == [0, 1]
+        assert "seg_miou_color_std" in rung["mean"]
+    assert "zero-shot seg mIoU (colour)" in docs.read_text()
 
 
 def test_ablate_refuses_an_unmarked_docs_file_before_training(tmp_path):

@@ -35,30 +35,34 @@ def test_confusion_miou_by_hand():
 def test_evaluate_shapes_runs_on_a_random_model(tiny_model):
     result = evaluate_shapes(tiny_model, n_val=12, n_train=24, size=56)
     data = result.to_dict()
-    for key in ("seg_miou", "t2i_r1_long_cls2", "i2t_r1_long_cls2", "t2i_r1_alt_cls1", "knn_acc_cls1"):
+    for key in ("seg_miou", "seg_miou_color", "t2i_r1_long_cls2", "i2t_r1_long_cls2", "t2i_r1_alt_cls1", "knn_acc_cls1"):
         assert 0.0 <= data[key] <= 1.0
     assert data["chance_r1"] == pytest.approx(1 / 12)
 
 
-def test_evaluate_shapes_scores_colour_segmentation_against_the_colour_mask(tiny_model, monkeypatch):
-    """A model that predicts the colour mask exactly scores mIoU 1 on the colour target (and not
-    on the shape target): the target selects both the class names and the mask."""
+def test_segmentation_scores_use_the_target_mask_and_class_names(tiny_model, monkeypatch):
+    """A model that predicts the colour mask exactly scores 1 on the colour target and not on the
+    shape target: the target selects both the prompts and the mask; evaluate_shapes reports both."""
     from tipsv2_sdk.pretrain.data.shapes import COLOR_CLASS_NAMES, ShapesDataset
+    from tipsv2_sdk.pretrain.evaluate import segmentation_scores
 
-    masks = {}
-    for i in range(6):
-        ex = ShapesDataset("val", size=56, seed=0, length=6)[i]
-        masks[np.asarray(ex["image"]).tobytes()] = ex
+    examples = [ShapesDataset("val", size=56, seed=0, length=6)[i] for i in range(6)]
+    by_image = {np.asarray(ex["image"]).tobytes(): ex for ex in examples}
+    prompts = []
 
-    def oracle(image, labels, mode):
-        ex = masks[np.asarray(image).tobytes()]
-        field = "color_mask" if tuple(labels) == COLOR_CLASS_NAMES else "mask"
-        return type("Seg", (), {"label_map": ex["color_mask"] if field == "color_mask" else ex["mask"] * 0})()
+    def colour_oracle(image, labels, mode):
+        prompts.append(tuple(labels))
+        # Colour prompts have no background: class k is COLOR_CLASS_NAMES[k + 1]; background pixels
+        # get colour 0 ("red"), which must not count (they are ignored).
+        return type("Seg", (), {"label_map": np.maximum(by_image[np.asarray(image).tobytes()]["color_mask"] - 1, 0)})()
 
-    monkeypatch.setattr(tiny_model, "zero_shot_segment", oracle)
-    colour = evaluate_shapes(tiny_model, n_val=6, n_train=8, size=56, seg_target="color")
-    shape = evaluate_shapes(tiny_model, n_val=6, n_train=8, size=56, seg_target="shape")
-    assert colour.seg_miou == pytest.approx(1.0) and colour.seg_pixel_acc == pytest.approx(1.0)
-    assert shape.seg_miou < 0.5  # all-background prediction against the shape mask
+    monkeypatch.setattr(tiny_model, "zero_shot_segment", colour_oracle)
+    assert segmentation_scores(tiny_model, examples, "color") == (pytest.approx(1.0), pytest.approx(1.0))
+    assert set(prompts) == {COLOR_CLASS_NAMES[1:]}
+    shape_miou, _ = segmentation_scores(tiny_model, examples, "shape")
+    assert shape_miou < 0.9  # colour ids are not shape ids
+    scores = evaluate_shapes(tiny_model, n_val=6, n_train=8, size=56)
+    assert scores.seg_miou_color == pytest.approx(1.0) and scores.seg_pixel_acc_color == pytest.approx(1.0)
+    assert scores.seg_miou == pytest.approx(shape_miou)
     with pytest.raises(ValueError, match="seg_target"):
-        evaluate_shapes(tiny_model, n_val=2, n_train=2, size=56, seg_target="texture")
+        segmentation_scores(tiny_model, examples, "texture")
