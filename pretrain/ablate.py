@@ -140,6 +140,14 @@ def run_ladder(out_dir: str | os.PathLike, *, docs_file: str | os.PathLike | Non
         summary = _run_rung(base, [*budget, *seeds_, *extra], run_dir, isolate)
         return _row(summary, _evaluate(run_dir / "model", smoke), seed)
 
+    # Import the evaluation's modules once here: transformers' lazy first import is not thread-safe,
+    # and two seeds finishing together would otherwise race on it (ImportError of Tipsv2Model).
+    import importlib
+
+    getattr(importlib.import_module("transformers"), "Tipsv2Model")
+    importlib.import_module("tipsv2_sdk.loading")
+    importlib.import_module(f"{__package__}.evaluate")
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for rung in rungs:
             rows = list(pool.map(lambda seed: run_seed(rung, seed), range(seeds)))
