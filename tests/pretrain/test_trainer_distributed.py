@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from tipsv2_sdk.pretrain.config import load_config
@@ -34,6 +33,21 @@ def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def assert_same_weights(actual: np.ndarray, desired: np.ndarray, lr_sum: float, name: str) -> None:
+    """Equal to float tolerance, except for a few elements that AdamW may legitimately flip.
+
+    Adam divides each gradient element by its own running RMS, so an element whose gradient is
+    ~0 in both runs is moved by ~lr in whichever direction the last rounding bit of the
+    all-reduced sum points (2x4 rows are summed in a different order from 1x8). Such an element
+    can end up at most 2 * sum(lr) away; any real desynchronisation (a missing all-reduce, a
+    wrong average) moves most elements, which the 0.1% cap catches.
+    """
+    off = ~np.isclose(actual, desired, rtol=1e-3, atol=1e-5)
+    assert off.mean() <= 1e-3, f"{name}: {int(off.sum())} of {off.size} elements differ"
+    gap = np.abs(actual - desired)[off]
+    assert gap.size == 0 or gap.max() <= 2 * lr_sum, f"{name}: moved {gap.max():.3g} > 2 * sum(lr)"
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory):
     out = tmp_path_factory.mktemp("single")
@@ -53,12 +67,12 @@ def test_two_ranks_match_one_rank_with_double_batch(single, tmp_path, strategy):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
     # Same gradients -> same weights after the optimizer steps (student, heads, EMA teacher, centres).
     ckpt = f"checkpoints/step_{STEPS:08d}/objective.safetensors"
-    sa, sb = load_file(str(single / ckpt)), load_file(str(out / ckpt))
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        np.testing.assert_allclose(sb[key].numpy(), sa[key].numpy(), rtol=1e-3, atol=1e-5, err_msg=key)
-    ma, mb = load_file(str(single / "model/model.safetensors")), load_file(str(out / "model/model.safetensors"))
-    assert all(torch.allclose(ma[k], mb[k], rtol=1e-3, atol=1e-5) for k in ma)
+    lr_sum = sum(r["lr"] for r in one)
+    for name in (ckpt, "model/model.safetensors"):
+        sa, sb = load_file(str(single / name)), load_file(str(out / name))
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            assert_same_weights(sb[key].float().numpy(), sa[key].float().numpy(), lr_sum, f"{name}:{key}")
 
 
 def test_batch_must_split_over_ranks_and_accumulation(tmp_path):
@@ -72,3 +86,15 @@ def test_batch_must_split_over_ranks_and_accumulation(tmp_path):
     build.micro_batches(cfg, build.build_dataset(cfg), tok, spec, rank=0, world_size=1)  # 6 = 2 x 3
     with pytest.raises(ConfigError, match=r"data\.batch_size.*not divisible by accum_steps x world_size = 2 x 2"):
         build.micro_batches(cfg, build.build_dataset(cfg), tok, spec, rank=1, world_size=2)
+
+
+def test_weight_comparison_allows_rare_adam_flips_and_nothing_more():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=20_000).astype(np.float32)
+    flipped = w.copy()
+    flipped[:2] += 0.004  # two near-zero-gradient elements stepped the other way: 2 * lr at lr 2e-3
+    assert_same_weights(flipped, w, lr_sum=0.004, name="w")
+    with pytest.raises(AssertionError, match="moved"):
+        assert_same_weights(flipped + np.where(np.arange(w.size) < 2, 0.01, 0), w, lr_sum=0.004, name="w")
+    with pytest.raises(AssertionError, match="elements differ"):
+        assert_same_weights(w * 1.01, w, lr_sum=1.0, name="w")
