@@ -1,4 +1,5 @@
-"""``tipsv2 pretrain``: train, count training parameters, run the ablation ladder, probe patch features.
+"""``tipsv2 pretrain``: train, count training parameters, run the ablation ladder, evaluate on the
+synthetic data, probe patch features.
 
 ``tipsv2 pretrain --config CFG [key=value ...]`` is short for ``tipsv2 pretrain train ...``.
 """
@@ -180,6 +181,51 @@ def probe_command(model_name, dataset, n_train, n_val, size, as_json) -> None:
                f"(chance {100 * result.balanced_chance:.1f}%)")
     for name, acc in result.per_class.items():
         click.echo(f"  {name}: {100 * acc:.1f}%")
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+@pretrain.command("evaluate")
+@model_option
+@click.option("--dataset", type=click.Choice(["shapes", "scenes"]), default="shapes", show_default=True,
+              help="Synthetic generator the held-out scenes come from.")
+@click.option("--n-val", type=click.IntRange(min=1), default=200, show_default=True, help="Held-out scenes scored.")
+@click.option("--n-train", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Training-split scenes in the k-NN memory bank.")
+@click.option("--size", type=click.IntRange(min=14), default=None, help="Image size (default: the model's).")
+@click.option("--drawn/--no-drawn", default=True, show_default=True,
+              help="Also score the fixed shapes drawn by anyone (flat colours on plain pages).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@user_errors
+def evaluate_command(model_name, dataset, n_val, n_train, size, drawn, as_json) -> None:
+    """Zero-shot segmentation, retrieval and k-NN of a model on held-out synthetic scenes."""
+    from .drawn import evaluate_drawn
+    from .evaluate import evaluate_shapes
+
+    model = load_model(model_name)
+    scores = evaluate_shapes(model, n_val=n_val, n_train=n_train, size=size, dataset=dataset).to_dict()
+    drawn_scores = evaluate_drawn(model, size=size).to_dict() if drawn else None
+    if as_json:
+        echo_json({"model": model_name, **scores, **({"drawn": drawn_scores} if drawn else {})})
+        return
+    click.echo(f"{model_name} on {n_val} held-out {dataset} scenes:")
+    rows = [("zero-shot segmentation mIoU, by shape (9 classes)", scores["seg_miou"], None),
+            ("zero-shot segmentation mIoU, by colour (object pixels)", scores["seg_miou_color"], None),
+            ("text -> image recall@1 (long captions vs CLS2)", scores["t2i_r1_long_cls2"], scores["chance_r1"]),
+            ("image -> text recall@1 (CLS2 vs long captions)", scores["i2t_r1_long_cls2"], scores["chance_r1"]),
+            ("text -> image recall@1 (alt-text vs CLS1)", scores["t2i_r1_alt_cls1"], scores["chance_r1"]),
+            (f"k-NN (k=10, {n_train} scenes) dominant shape from CLS1", scores["knn_acc_cls1"], scores["chance_knn"])]
+    if drawn:
+        rows += [(f"drawn shapes ({drawn_scores['n_cases']}): mIoU by shape", drawn_scores["miou"], None),
+                 ("drawn shapes: object IoU of the drawn shape", drawn_scores["object_iou"], None),
+                 ("drawn shapes: foreground IoU", drawn_scores["foreground_iou"], None),
+                 ("drawn shapes: object pixels given their colour", drawn_scores["color_accuracy"], 1 / 8),
+                 ("drawn: red circle on white, object IoU", drawn_scores["red_circle_on_white"], None)]
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, chance in rows:
+        click.echo(f"  {name:<{width}}  {_pct(value):>6}" + (f"  (chance {_pct(chance)})" if chance is not None else ""))
 
 
 __all__ = ["pretrain"]

@@ -13,7 +13,10 @@ half of them pushed against or past the border (positions no training scene has)
 * ``object_iou``: per drawing, IoU of the pixels labelled with the drawn shape against its mask,
   averaged over drawings (``per_case`` lists each);
 * ``foreground_iou``: the same for "any shape" against background (is the object found at all);
-* ``red_circle_on_white``: the object IoU of the headline case, a red circle centred on white.
+* ``red_circle_on_white``: the object IoU of the headline case, a red circle centred on white;
+* ``color_accuracy``: segmenting again with the 8 colour names as prompts, the fraction of each
+  drawing's object pixels labelled with its colour, averaged over drawings (the "colour" target of
+  ``evaluate_shapes``: object pixels only; chance 1/8).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .data.shapes import CLASS_NAMES, COLORS, SHAPES, ShapeObject, _draw
+from .data.shapes import CLASS_NAMES, COLOR_CLASS_NAMES, COLORS, SHAPES, ShapeObject, _draw
 from .evaluate import confusion_miou
 
 PAGES = {"white": (255, 255, 255), "light gray": (210, 210, 210), "black": (0, 0, 0), "cream": (250, 240, 215)}
@@ -83,6 +86,7 @@ class DrawnEval:
     red_circle_on_white: float
     n_cases: int
     per_case: dict[str, float] = field(default_factory=dict)
+    color_accuracy: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -97,7 +101,8 @@ def evaluate_drawn(model, size: int | None = None, cases: list[DrawnCase] | None
     """Segment every drawing with the class names (``mode="whole"``, as ``evaluate_shapes``)."""
     size = size or model.image_size
     cases = cases if cases is not None else drawn_cases()
-    preds, targets, per_case, fg = [], [], {}, []
+    colors = list(COLOR_CLASS_NAMES[1:])
+    preds, targets, per_case, fg, color_hits = [], [], {}, [], []
     for case in cases:
         image, mask = case.render(size)
         pred = np.asarray(model.zero_shot_segment(image, list(CLASS_NAMES), mode="whole").label_map)
@@ -106,9 +111,12 @@ def evaluate_drawn(model, size: int | None = None, cases: list[DrawnCase] | None
         fg.append(_iou(pred > 0, mask > 0))
         preds.append(pred)
         targets.append(mask)
+        by_color = np.asarray(model.zero_shot_segment(image, colors, mode="whole").label_map)
+        color_hits.append(float(np.mean(by_color[mask > 0] == colors.index(case.color))) if (mask > 0).any() else 0.0)
     miou, _, _ = confusion_miou(np.stack(preds), np.stack(targets), len(CLASS_NAMES))
     return DrawnEval(miou=miou, object_iou=float(np.mean(list(per_case.values()))), foreground_iou=float(np.mean(fg)),
-                     red_circle_on_white=per_case[cases[0].name], n_cases=len(cases), per_case=per_case)
+                     red_circle_on_white=per_case[cases[0].name], n_cases=len(cases), per_case=per_case,
+                     color_accuracy=float(np.mean(color_hits)))
 
 
 __all__ = ["DrawnCase", "DrawnEval", "drawn_cases", "evaluate_drawn", "PAGES", "PAIRS"]

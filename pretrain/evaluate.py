@@ -1,4 +1,4 @@
-"""The evaluation protocol of the miniature reproduction, on the held-out synthetic shapes split.
+"""The evaluation protocol of the miniature reproduction, on a held-out synthetic split.
 
 One function, ``evaluate_shapes``, measures what the TIPSv2 ablations measure, scaled down:
 
@@ -10,6 +10,8 @@ One function, ``evaluate_shapes``, measures what the TIPSv2 ablations measure, s
   training split as the memory bank.
 
 Chance levels are reported next to each number so a reader can tell "learned" from "random".
+The scenes come from either generator: ``"shapes"`` (``data/shapes.py``, the ablation data) or
+``"scenes"`` (``data/scenes.py``, the richer scenes the embedded default is trained on).
 """
 from __future__ import annotations
 
@@ -17,12 +19,25 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .data.shapes import CLASS_NAMES, COLOR_CLASS_NAMES, ShapesDataset
+from .data.shapes import CLASS_NAMES, COLOR_CLASS_NAMES
+
+DATASETS = ("shapes", "scenes")
 
 # What zero-shot segmentation is scored against: the prompts, the rendered mask's field and whether
 # the mask's class 0 (background) is a class or ignored. Colour is scored on object pixels only,
 # like VOC20 / PC59: it measures patch-text alignment, not how well the word "background" matches.
 SEG_TARGETS = {"shape": (CLASS_NAMES, "mask", False), "color": (COLOR_CLASS_NAMES[1:], "color_mask", True)}
+
+
+def synthetic_dataset(name: str, split: str, size: int, seed: int, length: int):
+    """A map-style split of one of the synthetic generators (``DATASETS``)."""
+    if name == "shapes":
+        from .data.shapes import ShapesDataset as Data
+    elif name == "scenes":
+        from .data.scenes import SceneDataset as Data
+    else:
+        raise ValueError(f"unknown synthetic dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return Data(split, size=size, seed=seed, length=length)
 
 
 @dataclass
@@ -40,6 +55,7 @@ class ShapesEval:
     n_val: int
     chance_r1: float
     chance_knn: float
+    dataset: str = "shapes"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,11 +117,16 @@ def segmentation_scores(model, examples: list[dict], seg_target: str = "shape") 
 
 
 def evaluate_shapes(model, n_val: int = 200, n_train: int = 1000, size: int | None = None, seed: int = 0,
-                    batch_size: int = 64) -> ShapesEval:
-    """Run the whole protocol on ``model`` (a ``TipsV2``). Deterministic for a given seed."""
+                    batch_size: int = 64, dataset: str = "shapes") -> ShapesEval:
+    """Run the whole protocol on ``model`` (a ``TipsV2``) with scenes from ``dataset``.
+
+    Deterministic for a given seed. The k-NN bank is ``n_train`` training-split scenes from another
+    seed than any training run's (unseen scenes, same distribution).
+    """
     size = size or model.image_size
-    val = [ShapesDataset("val", size=size, seed=seed, length=n_val)[i] for i in range(n_val)]
-    train = ShapesDataset("train", size=size, seed=seed + 1000, length=n_train)  # unseen scenes, same distribution
+    held_out = synthetic_dataset(dataset, "val", size, seed, n_val)
+    val = [held_out[i] for i in range(n_val)]
+    train = synthetic_dataset(dataset, "train", size, seed + 1000, n_train)
     images = [ex["image"] for ex in val]
     emb = model.encode_images(images, batch_size=batch_size, image_size=size, progress=False, with_patches=False)
     long_txt = model.encode_texts([ex["captions"]["long"] for ex in val], batch_size=batch_size)
@@ -130,4 +151,5 @@ def evaluate_shapes(model, n_val: int = 200, n_train: int = 1000, size: int | No
         n_val=n_val,
         chance_r1=1.0 / n_val,
         chance_knn=float(np.max(np.bincount(val_y)) / n_val),
+        dataset=dataset,
     )

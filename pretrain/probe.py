@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .data.shapes import CLASS_NAMES
-
-DATASETS = ("shapes", "scenes")
+from .evaluate import DATASETS, synthetic_dataset
 
 
 @dataclass
@@ -104,14 +103,11 @@ def patch_shape_probe(model, n_train: int = 600, n_val: int = 200, dataset: str 
         raise ValueError(f"unknown probe dataset {dataset!r}; expected one of {', '.join(DATASETS)}")
     if n_train < 1 or n_val < 1:
         raise ValueError(f"n_train and n_val must be positive, got {n_train} and {n_val}")
-    if dataset == "shapes":
-        from .data.shapes import ShapesDataset as Data
-    else:
-        from .data.scenes import SceneDataset as Data
     size = size or model.image_size
-    train_x, train_y, grid = _object_patches(model, Data("train", size=size, seed=seed + 1000, length=n_train),
+    train_x, train_y, grid = _object_patches(model, synthetic_dataset(dataset, "train", size, seed + 1000, n_train),
                                              n_train, size, batch_size)
-    val_x, val_y, _ = _object_patches(model, Data("val", size=size, seed=seed, length=n_val), n_val, size, batch_size)
+    val_x, val_y, _ = _object_patches(model, synthetic_dataset(dataset, "val", size, seed, n_val), n_val, size,
+                                      batch_size)
     if len(train_x) == 0 or len(val_x) == 0:
         raise ValueError(f"no object patches in the probe scenes at {size} px: use more scenes or a larger size")
     pred = predict_linear_probe(fit_linear_probe(train_x, train_y, len(CLASS_NAMES)), val_x)

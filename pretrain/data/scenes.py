@@ -25,7 +25,7 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .shapes import (CLASS_NAMES, COLORS, SHAPES, SPLITS, TEXTURES, ShapeObject, ShapesDataset, _a, _background,
+from .shapes import (CLASS_NAMES, COLOR_CLASS_NAMES, COLORS, SHAPES, SPLITS, TEXTURES, ShapeObject, ShapesDataset, _a, _background,
                      _draw, _join, _where)
 
 RADIUS = (0.08, 0.30)  # object radius range in training scenes (fraction of the image side)
@@ -125,6 +125,8 @@ def render_rich_scene(seed: int, split: str, index: int, size: int = 112, max_ob
     canvas = Image.fromarray(background)
     mask_img = Image.new("L", (size, size), 0)
     mask_draw = ImageDraw.Draw(mask_img)
+    color_img = Image.new("L", (size, size), 0)
+    color_draw = ImageDraw.Draw(color_img)
     counts = [c for c in OBJECT_COUNTS if c <= max_objects]
     probs = np.asarray([p for c, p in zip(OBJECT_COUNTS, OBJECT_COUNT_PROBS) if c <= max_objects])
     n = int(_choice(rng, counts, probs / probs.sum()))
@@ -141,6 +143,7 @@ def render_rich_scene(seed: int, split: str, index: int, size: int = 112, max_ob
         _draw(ImageDraw.Draw(shape_mask), obj, size, 255)
         canvas.paste(_fill_pattern(rng, size, fill, rgb), (0, 0), shape_mask)
         _draw(mask_draw, obj, size, CLASS_NAMES.index(obj.shape))
+        _draw(color_draw, obj, size, COLOR_CLASS_NAMES.index(obj.color))
         objects.append(obj)
         fills.append(fill)
     mask = np.asarray(mask_img, dtype=np.int64)
@@ -150,6 +153,7 @@ def render_rich_scene(seed: int, split: str, index: int, size: int = 112, max_ob
     return {
         "image": canvas,
         "mask": mask,
+        "color_mask": np.asarray(color_img, dtype=np.int64),
         "alt_text": alt,
         "captions": captions,
         "label": CLASS_NAMES.index(objects[main].shape) if objects else 0,

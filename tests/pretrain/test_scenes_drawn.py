@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tipsv2_sdk.pretrain.data.scenes import RADIUS, SceneDataset, render_rich_scene, scene_corpus
-from tipsv2_sdk.pretrain.data.shapes import CLASS_NAMES, render_scene
+from tipsv2_sdk.pretrain.data.shapes import CLASS_NAMES, COLOR_CLASS_NAMES, render_scene
 from tipsv2_sdk.pretrain.drawn import drawn_cases, evaluate_drawn
 
 POSITION_WORDS = ("top", "bottom", "left", "right", "center")
@@ -25,6 +25,9 @@ def test_scene_fields_masks_and_grounded_captions_agree():
     empty = counts = 0
     for ex in ds:
         assert ex["image"].size == (96, 96) and ex["mask"].shape == (96, 96)
+        # The colour mask covers exactly the shape mask's object pixels, with the objects' colours.
+        assert np.array_equal(ex["color_mask"] > 0, ex["mask"] > 0)
+        assert {COLOR_CLASS_NAMES[c] for c in np.unique(ex["color_mask"]) if c} <= {o["color"] for o in ex["objects"]}
         present = {CLASS_NAMES[c] for c in np.unique(ex["mask"]) if c}
         shapes = {o["shape"] for o in ex["objects"]}
         assert present <= shapes
@@ -66,7 +69,8 @@ def test_drawn_cases_are_outside_the_training_distribution():
 
 
 class _Oracle:
-    """Answers every drawing with its true mask, except that squares are called circles."""
+    """Answers every drawing with its true mask, except that squares are called circles and blue
+    objects red (asked for colours, it labels object pixels with the colour and the page 0)."""
 
     image_size = 56
 
@@ -74,9 +78,13 @@ class _Oracle:
         self.truth = {}
 
     def zero_shot_segment(self, image, labels, mode):
-        mask = self.truth[np.asarray(image).tobytes()].copy()
-        mask[mask == labels.index("square")] = labels.index("circle")
-        return SimpleNamespace(label_map=mask)
+        mask, color = self.truth[np.asarray(image).tobytes()]
+        if "square" in labels:
+            answer = mask.copy()
+            answer[mask == labels.index("square")] = labels.index("circle")
+        else:
+            answer = np.where(mask > 0, labels.index("red" if color == "blue" else color), 0)
+        return SimpleNamespace(label_map=answer)
 
 
 def test_evaluate_drawn_scores_by_hand():
@@ -84,15 +92,18 @@ def test_evaluate_drawn_scores_by_hand():
     cases = drawn_cases()
     for case in cases:
         image, mask = case.render(56)
-        oracle.truth[np.asarray(image).tobytes()] = mask
+        oracle.truth[np.asarray(image).tobytes()] = (mask, case.color)
     scores = evaluate_drawn(oracle)
     assert scores.n_cases == 48 and scores.red_circle_on_white == 1.0 and scores.foreground_iou == 1.0
     squares = [c.name for c in cases if c.shape == "square"]
     assert all(scores.per_case[name] == 0.0 for name in squares)
     assert scores.object_iou == pytest.approx(1 - len(squares) / 48)
     assert 0.5 < scores.miou < 1.0  # square: IoU 0; circle: its pixels are shared with the squares'
+    blue = sum(c.color == "blue" for c in cases)
+    assert blue == 8 and scores.color_accuracy == pytest.approx(1 - blue / 48)
 
 
 def test_evaluate_drawn_runs_on_a_random_model(tiny_model):
     scores = evaluate_drawn(tiny_model, cases=drawn_cases()[:3]).to_dict()
-    assert scores["n_cases"] == 3 and all(0.0 <= scores[k] <= 1.0 for k in ("miou", "object_iou", "foreground_iou"))
+    assert scores["n_cases"] == 3
+    assert all(0.0 <= scores[k] <= 1.0 for k in ("miou", "object_iou", "foreground_iou", "color_accuracy"))

@@ -66,3 +66,22 @@ def test_segmentation_scores_use_the_target_mask_and_class_names(tiny_model, mon
     assert scores.seg_miou == pytest.approx(shape_miou)
     with pytest.raises(ValueError, match="seg_target"):
         segmentation_scores(tiny_model, examples, "texture")
+
+
+def test_evaluate_shapes_on_the_rich_scenes(tiny_model, monkeypatch):
+    """dataset='scenes' scores held-out rich scenes (the oracle only knows those) with both targets."""
+    from tipsv2_sdk.pretrain.data.scenes import SceneDataset
+
+    examples = [SceneDataset("val", size=56, seed=0, length=6)[i] for i in range(6)]
+    by_image = {np.asarray(ex["image"]).tobytes(): ex for ex in examples}
+
+    def oracle(image, labels, mode):
+        ex = by_image[np.asarray(image).tobytes()]
+        return type("Seg", (), {"label_map": ex["mask"] if "circle" in labels else np.maximum(ex["color_mask"] - 1, 0)})()
+
+    monkeypatch.setattr(tiny_model, "zero_shot_segment", oracle)
+    scores = evaluate_shapes(tiny_model, n_val=6, n_train=8, size=56, dataset="scenes")
+    assert scores.dataset == "scenes" and scores.n_val == 6
+    assert scores.seg_miou == pytest.approx(1.0) and scores.seg_miou_color == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="unknown synthetic dataset 'coco'"):
+        evaluate_shapes(tiny_model, n_val=6, n_train=8, size=56, dataset="coco")
