@@ -225,7 +225,8 @@ def evaluate_command(model_name, dataset, n_val, n_train, size, drawn, as_json) 
                  ("drawn: red circle on white, object IoU", drawn_scores["red_circle_on_white"], None)]
     width = max(len(name) for name, _, _ in rows)
     for name, value, chance in rows:
-        click.echo(f"  {name:<{width}}  {_pct(value):>6}" + (f"  (chance {_pct(chance)})" if chance is not None else ""))
+        suffix = f"  (chance {_pct(chance)})" if chance is not None else ""
+        click.echo(f"  {name:<{width}}  {_pct(value):>6}{suffix}")
 
 
 __all__ = ["pretrain"]

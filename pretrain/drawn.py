@@ -84,9 +84,9 @@ class DrawnEval:
     object_iou: float
     foreground_iou: float
     red_circle_on_white: float
+    color_accuracy: float
     n_cases: int
     per_case: dict[str, float] = field(default_factory=dict)
-    color_accuracy: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -55,7 +55,7 @@ class ShapesEval:
     n_val: int
     chance_r1: float
     chance_knn: float
-    dataset: str = "shapes"
+    dataset: str
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -25,8 +25,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .shapes import (CLASS_NAMES, COLOR_CLASS_NAMES, COLORS, SHAPES, SPLITS, TEXTURES, ShapeObject, ShapesDataset, _a, _background,
-                     _draw, _join, _where)
+from .shapes import (CLASS_NAMES, COLOR_CLASS_NAMES, COLORS, SHAPES, SPLITS, TEXTURES, ShapeObject, ShapesDataset,
+                     _a, _background, _draw, _join, _where)
 
 RADIUS = (0.08, 0.30)  # object radius range in training scenes (fraction of the image side)
 OBJECT_COUNTS = (0, 1, 2, 3, 4)

@@ -77,7 +77,8 @@ def test_evaluate_shapes_on_the_rich_scenes(tiny_model, monkeypatch):
 
     def oracle(image, labels, mode):
         ex = by_image[np.asarray(image).tobytes()]
-        return type("Seg", (), {"label_map": ex["mask"] if "circle" in labels else np.maximum(ex["color_mask"] - 1, 0)})()
+        label_map = ex["mask"] if "circle" in labels else np.maximum(ex["color_mask"] - 1, 0)
+        return type("Seg", (), {"label_map": label_map})()
 
     monkeypatch.setattr(tiny_model, "zero_shot_segment", oracle)
     scores = evaluate_shapes(tiny_model, n_val=6, n_train=8, size=56, dataset="scenes")

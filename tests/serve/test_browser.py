@@ -1,8 +1,9 @@
 """The search page in a real headless chromium: a text query shows images; a box query shows regions.
 
 The first test drives the page through its URL hash (``#text=...`` / ``#image_id=N&box=...&regions=1``)
-and reads the DOM once the page says its query is done; the second drives it like a person over the DevTools protocol: a file
-uploaded through the file input, a box dragged with the mouse, the regions box ticked, Search clicked.
+and reads the DOM once the page says its query is done; the second drives it like a person over the
+DevTools protocol: a file uploaded through the file input, a box dragged with the mouse, the regions
+box ticked, Search clicked.
 Without chromium the tests skip, except under CI=true where they fail.
 """
 from __future__ import annotations
